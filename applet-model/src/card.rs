@@ -1,0 +1,1124 @@
+//! The card: one file system and one set of secrets, answering two dialects.
+//!
+//! CLA A0 is the classic GSM SIM of TS 51.011 (responses through `9Fxx` + GET RESPONSE, CHV
+//! errors `9804`/`9840`); CLA 00/80 is the UICC of TS 102 221 with ADF.USIM (FCP templates,
+//! `63Cx`/`6983`). Real UICCs answer both, and so does this model. It behaves like a T=0 card:
+//! commands that produce data as a side effect (SELECT, RUN GSM ALGORITHM, AUTHENTICATE) leave it
+//! waiting for GET RESPONSE, and a wrong Le is answered with the right one (`6Cxx`/`67xx`), so a
+//! host's T=0 handling is exercised by the model exactly as by a real card.
+
+use crate::algo::{self, Algorithm};
+use crate::apdu::Command;
+use crate::chv::{ChvError, PIN_LEN, Pin, Secret};
+use crate::fs::{self, Access, Arena, Kind, idx};
+use crate::status::Status;
+use crate::tlv::Writer;
+use subtle::ConstantTimeEq;
+
+/// The largest response `process` writes: 256 data bytes and the status word. A response buffer
+/// of this size never truncates.
+pub const RESPONSE_MAX: usize = 258;
+
+/// The ATR of simlab's own virtual card type: T=0 only (so no TCK), TA1 = 96, and "simlab-v1"
+/// as proprietary historical bytes.
+pub const SIMLAB_ATR: &[u8] = &[
+    0x3B, 0x19, 0x96, b's', b'i', b'm', b'l', b'a', b'b', b'-', b'v', b'1',
+];
+
+/// The longest ATR ISO 7816-3 allows.
+pub const ATR_MAX: usize = 33;
+
+/// The subscriber keys. They go in at personalisation and no command reads them back.
+#[derive(Clone)]
+pub struct Keys {
+    pub algorithm: Algorithm,
+    /// Ki (2G) or K (3G).
+    pub ki: [u8; 16],
+    /// OPc, required for Milenage.
+    pub opc: Option<[u8; 16]>,
+}
+
+/// Everything needed to build a card; the host fills it from a profile.
+#[derive(Clone)]
+pub struct Config {
+    pub keys: Keys,
+    /// The highest SQN the card has accepted so far (TS 33.102 Annex C), as a 48-bit number.
+    pub sqn: u64,
+    pub pin1: [u8; PIN_LEN],
+    pub puk1: [u8; PIN_LEN],
+    pub pin1_enabled: bool,
+    pub pin2: [u8; PIN_LEN],
+    pub puk2: [u8; PIN_LEN],
+    pub adm1: [u8; PIN_LEN],
+    /// ADM1 tries before the card locks for good (no PUK exists for ADM).
+    pub adm1_tries: u8,
+    pub atr: [u8; ATR_MAX],
+    pub atr_len: usize,
+}
+
+impl Config {
+    /// A configuration with the default codes and ATR (PIN1 0000 disabled, PUK1 12345678,
+    /// PIN2 0000, PUK2 12345678, ADM1 88888888 with 3 tries), for the given keys.
+    pub fn new(keys: Keys) -> Self {
+        let mut atr = [0; ATR_MAX];
+        atr[..SIMLAB_ATR.len()].copy_from_slice(SIMLAB_ATR);
+        let pad = |s: &str| crate::chv::pad_pin(s).unwrap_or([0xFF; PIN_LEN]);
+        Config {
+            keys,
+            sqn: 0,
+            pin1: pad("0000"),
+            puk1: pad("12345678"),
+            pin1_enabled: false,
+            pin2: pad("0000"),
+            puk2: pad("12345678"),
+            adm1: pad("88888888"),
+            adm1_tries: 3,
+            atr,
+            atr_len: SIMLAB_ATR.len(),
+        }
+    }
+}
+
+/// The USIM's record of accepted sequence numbers (TS 33.102 Annex C.2): one SEQ per IND slot
+/// so that vectors used out of order in different VLRs/SGSNs are still accepted once each.
+#[derive(Clone, Debug)]
+pub struct SqnWindow {
+    seq: [u64; SQN_SLOTS],
+    highest: u64,
+}
+
+/// IND is the low 5 bits of SQN (TS 33.102 C.3.2 suggests a = 32 slots).
+const IND_BITS: u32 = 5;
+const SQN_SLOTS: usize = 1 << IND_BITS;
+/// The largest jump ahead the card accepts (Δ in TS 33.102 C.2.1), so that a stolen vector far
+/// in the future cannot be used to exhaust the sequence space.
+const SQN_DELTA: u64 = 1 << 28;
+const SQN_MASK: u64 = (1 << 48) - 1;
+
+impl SqnWindow {
+    fn new(highest: u64) -> Self {
+        let highest = highest & SQN_MASK;
+        let mut seq = [0; SQN_SLOTS];
+        seq[(highest as usize) & (SQN_SLOTS - 1)] = highest >> IND_BITS;
+        SqnWindow { seq, highest }
+    }
+
+    /// Accepts and records `sqn` when it is fresh; leaves the window unchanged otherwise.
+    fn accept(&mut self, sqn: u64) -> bool {
+        let slot = (sqn as usize) & (SQN_SLOTS - 1);
+        let seq = sqn >> IND_BITS;
+        let fresh = seq > self.seq[slot] && seq <= (self.highest >> IND_BITS) + SQN_DELTA;
+        if fresh {
+            self.seq[slot] = seq;
+            if seq > self.highest >> IND_BITS {
+                self.highest = sqn;
+            }
+        }
+        fresh
+    }
+
+    /// SQN_MS, the highest sequence number accepted so far: what AUTS reports.
+    pub fn highest(&self) -> u64 {
+        self.highest
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialect {
+    /// TS 51.011, CLA A0.
+    Gsm,
+    /// TS 102 221, CLA 00 / 80.
+    Uicc,
+}
+
+/// What went wrong, before it is spelled in one dialect or the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fail {
+    NotFound,
+    NoEf,
+    Security,
+    OutOfRange,
+    RecordNotFound,
+    WrongLe(usize),
+    WrongLc,
+    Structure,
+    BadP1P2,
+    BadData,
+    UnknownReference,
+    Blocked,
+    WrongCode(u8),
+    Contradiction,
+    NoResponse,
+    Raw(Status),
+}
+
+impl Fail {
+    fn status(self, d: Dialect) -> Status {
+        let gsm = d == Dialect::Gsm;
+        match self {
+            Fail::NotFound if gsm => Status::GsmFileNotFound,
+            Fail::NotFound => Status::FileNotFound,
+            Fail::NoEf if gsm => Status::GsmNoEfSelected,
+            Fail::NoEf => Status::NoCurrentEf,
+            Fail::Security if gsm => Status::GsmAccessDenied,
+            Fail::Security => Status::SecurityNotSatisfied,
+            Fail::OutOfRange if gsm => Status::GsmOutOfRange,
+            Fail::OutOfRange => Status::WrongP1P2,
+            Fail::RecordNotFound if gsm => Status::GsmOutOfRange,
+            Fail::RecordNotFound => Status::RecordNotFound,
+            Fail::WrongLe(n) if gsm => Status::GsmWrongP3(n as u8),
+            Fail::WrongLe(n) => Status::WrongLe(n as u8),
+            Fail::WrongLc => Status::WrongLength,
+            Fail::Structure if gsm => Status::GsmFileInconsistent,
+            Fail::Structure => Status::IncompatibleFileStructure,
+            Fail::BadP1P2 if gsm => Status::WrongP1P2,
+            Fail::BadP1P2 => Status::IncorrectP1P2,
+            Fail::BadData if gsm => Status::WrongP1P2,
+            Fail::BadData => Status::IncorrectData,
+            Fail::UnknownReference if gsm => Status::WrongP1P2,
+            Fail::UnknownReference => Status::ReferenceNotFound,
+            Fail::Blocked if gsm => Status::GsmChvBlocked,
+            Fail::Blocked => Status::AuthMethodBlocked,
+            Fail::WrongCode(_) if gsm => Status::GsmAccessDenied,
+            Fail::WrongCode(n) => Status::VerifyFailed { tries_left: n },
+            Fail::Contradiction if gsm => Status::GsmChvContradiction,
+            Fail::Contradiction => Status::ConditionsNotSatisfied,
+            Fail::NoResponse if gsm => Status::NoPreciseDiagnosis,
+            Fail::NoResponse => Status::ConditionsNotSatisfied,
+            Fail::Raw(s) => s,
+        }
+    }
+}
+
+impl From<ChvError> for Fail {
+    fn from(e: ChvError) -> Self {
+        match e {
+            ChvError::Wrong { tries_left } => Fail::WrongCode(tries_left),
+            ChvError::Blocked => Fail::Blocked,
+            ChvError::BadFormat => Fail::BadData,
+        }
+    }
+}
+
+/// What a command handler produced.
+enum Out {
+    /// Nothing but 9000.
+    Done,
+    /// `n` bytes of the scratch buffer, returned now.
+    Data(usize),
+    /// `n` bytes of the scratch buffer, kept for GET RESPONSE (T=0 case 4).
+    Pending(usize),
+    /// `n` bytes of the scratch buffer returned now, more still pending (61xx).
+    Partial(usize),
+}
+
+type Handled = Result<Out, Fail>;
+
+/// Which secret code a VERIFY-family command addresses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CodeRef {
+    Pin1,
+    Pin2,
+    Adm1,
+}
+
+/// The card model.
+#[derive(Clone)]
+pub struct Card {
+    arena: Arena,
+    keys: Keys,
+    pin1: Pin,
+    pin2: Pin,
+    adm1: Secret,
+    adm1_verified: bool,
+    sqn: SqnWindow,
+    atr: [u8; ATR_MAX],
+    atr_len: usize,
+    /// Set whenever state that must survive a power cut changes; see [`Card::take_dirty`].
+    dirty: bool,
+    // Volatile state, lost on reset.
+    current_df: u8,
+    current_ef: Option<u8>,
+    record: u8,
+    usim_active: bool,
+    pending: [u8; 256],
+    pending_len: usize,
+}
+
+impl Card {
+    /// A card with empty (all-FF) files; fill them with [`Card::personalize`].
+    pub fn new(config: &Config) -> Self {
+        let atr_len = config.atr_len.min(ATR_MAX);
+        let mut card = Card {
+            arena: Arena::default(),
+            keys: config.keys.clone(),
+            pin1: Pin::new(config.pin1, config.puk1, config.pin1_enabled),
+            pin2: Pin::new(config.pin2, config.puk2, true),
+            adm1: Secret::new(config.adm1, config.adm1_tries),
+            adm1_verified: false,
+            sqn: SqnWindow::new(config.sqn),
+            atr: config.atr,
+            atr_len,
+            dirty: false,
+            current_df: idx::MF,
+            current_ef: None,
+            record: 0,
+            usim_active: false,
+            pending: [0; 256],
+            pending_len: 0,
+        };
+        card.reset();
+        card
+    }
+
+    /// The answer to reset.
+    pub fn atr(&self) -> &[u8] {
+        &self.atr[..self.atr_len]
+    }
+
+    /// A warm or cold reset: selection, pending response and every verification are lost.
+    pub fn reset(&mut self) {
+        self.current_df = idx::MF;
+        self.current_ef = None;
+        self.record = 0;
+        self.usim_active = false;
+        self.pending_len = 0;
+        self.pin1.verified = false;
+        self.pin2.verified = false;
+        self.adm1_verified = false;
+    }
+
+    /// Writes an EF's content directly, bypassing access conditions: the factory's
+    /// personalisation step. `offset` is in bytes from the start of the file (for linear
+    /// fixed files, record r starts at (r-1)·len).
+    pub fn personalize(&mut self, file: u8, offset: usize, data: &[u8]) -> Result<(), Status> {
+        let def = fs::def(file).ok_or(Status::FileNotFound)?;
+        if def.kind.is_dedicated() {
+            return Err(Status::IncompatibleFileStructure);
+        }
+        let dst = self
+            .arena
+            .content_mut(file)
+            .get_mut(offset..offset + data.len())
+            .ok_or(Status::WrongLength)?;
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+
+    /// An EF's content as the card holds it, ignoring access conditions. Keys are not files, so
+    /// this cannot reveal them; it exists for the host's `--check` and for persistence tests.
+    pub fn file_content(&self, file: u8) -> &[u8] {
+        self.arena.content(file)
+    }
+
+    /// Whether persistent state (files, counters, SQN) changed since the last call: the host
+    /// saves state when this is true, before it sends the response.
+    pub fn take_dirty(&mut self) -> bool {
+        core::mem::take(&mut self.dirty)
+    }
+
+    /// Remaining tries of PIN1, PUK1, PIN2, PUK2 and ADM1, as `simlab card info` shows them.
+    pub fn tries(&self) -> [u8; 5] {
+        [
+            self.pin1.pin.tries_left(),
+            self.pin1.puk.tries_left(),
+            self.pin2.pin.tries_left(),
+            self.pin2.puk.tries_left(),
+            self.adm1.tries_left(),
+        ]
+    }
+
+    /// The SQN window, for inspection.
+    pub fn sqn(&self) -> &SqnWindow {
+        &self.sqn
+    }
+
+    /// Processes one command APDU and writes the response (data, then SW1 SW2) into `rapdu`,
+    /// returning its length. Never panics; a `rapdu` shorter than [`RESPONSE_MAX`] truncates
+    /// response data but always keeps the status word (if it has room for two bytes).
+    pub fn process(&mut self, capdu: &[u8], rapdu: &mut [u8]) -> usize {
+        let mut scratch = [0u8; 256];
+        let (out, status) = match Command::parse(capdu) {
+            Err(_) => (Out::Done, Status::WrongLength),
+            Ok(cmd) => self.dispatch(&cmd, &mut scratch),
+        };
+        let data: &[u8] = match out {
+            Out::Data(n) => &scratch[..n],
+            Out::Done | Out::Pending(_) | Out::Partial(_) => &[],
+        };
+        let room = rapdu.len().saturating_sub(2);
+        let n = data.len().min(room);
+        if rapdu.len() < 2 {
+            return 0;
+        }
+        rapdu[..n].copy_from_slice(&data[..n]);
+        rapdu[n..n + 2].copy_from_slice(&status.to_bytes());
+        n + 2
+    }
+
+    fn dispatch(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> (Out, Status) {
+        let dialect = match cmd.cla {
+            0xA0 => Dialect::Gsm,
+            c if c & 0x70 == 0 && c & 0x0C == 0 => Dialect::Uicc,
+            _ => return (Out::Done, Status::ClaNotSupported),
+        };
+        if dialect == Dialect::Uicc && cmd.cla & 0x03 != 0 {
+            return (Out::Done, Status::LogicalChannelNotSupported);
+        }
+        if cmd.ins != 0xC0 {
+            self.pending_len = 0;
+        }
+        let result = match (dialect, cmd.ins) {
+            (_, 0xA4) => self.select(dialect, cmd, scratch),
+            (_, 0xC0) => self.get_response(dialect, cmd, scratch),
+            (_, 0xF2) => self.status(dialect, cmd, scratch),
+            (_, 0xB0) => self.read_binary(dialect, cmd, scratch),
+            (_, 0xD6) => self.update_binary(cmd),
+            (_, 0xB2) => self.read_record(cmd, scratch),
+            (_, 0xDC) => self.update_record(cmd),
+            (_, 0x20) => self.verify(dialect, cmd),
+            (_, 0x24) => self.change(dialect, cmd),
+            (_, 0x26) => self.set_enabled(dialect, cmd, false),
+            (_, 0x28) => self.set_enabled(dialect, cmd, true),
+            (_, 0x2C) => self.unblock(dialect, cmd),
+            (Dialect::Gsm, 0x88) => self.run_gsm_algorithm(cmd, scratch),
+            (Dialect::Uicc, 0x88) => self.authenticate(cmd, scratch),
+            // SLEEP (51.011) and TERMINAL PROFILE: nothing to do, but a terminal expects 9000.
+            (Dialect::Gsm, 0xFA) | (_, 0x10) => Ok(Out::Done),
+            _ => Err(Fail::Raw(Status::InsNotSupported)),
+        };
+        match result {
+            Ok(Out::Pending(n)) => {
+                let n = n.min(self.pending.len());
+                self.pending[..n].copy_from_slice(&scratch[..n]);
+                self.pending_len = n;
+                let announced = (n & 0xFF) as u8;
+                let sw = match dialect {
+                    Dialect::Gsm => Status::GsmBytesAvailable(announced),
+                    Dialect::Uicc => Status::BytesAvailable(announced),
+                };
+                (Out::Done, sw)
+            }
+            Ok(Out::Partial(n)) => (
+                Out::Data(n),
+                Status::BytesAvailable((self.pending_len & 0xFF) as u8),
+            ),
+            Ok(out) => (out, Status::Success),
+            Err(fail) => (Out::Done, fail.status(dialect)),
+        }
+    }
+
+    // ----- selection -------------------------------------------------------------------------
+
+    /// Files reachable by FID from the current DF (TS 51.011 6.5, TS 102 221 8.4.1): the MF,
+    /// the current DF, its children, its parent, and the parent's and the MF's child DFs.
+    fn find_by_fid(&self, dialect: Dialect, fid: u16) -> Option<u8> {
+        if fid == 0x3F00 {
+            return Some(idx::MF);
+        }
+        if fid == 0x7FFF && dialect == Dialect::Uicc && self.usim_active {
+            return Some(idx::ADF_USIM);
+        }
+        let visible =
+            |i: u8| dialect == Dialect::Uicc || fs::def(i).map(|d| d.kind) != Some(Kind::Adf);
+        let cur = self.current_df;
+        let parent = fs::def(cur)?.parent;
+        let dedicated = |i: u8| fs::def(i).is_some_and(|d| d.kind.is_dedicated());
+        let candidates = [
+            (fs::def(cur)?.fid == fid).then_some(cur),
+            fs::child(cur, fid),
+            (fs::def(parent)?.fid == fid).then_some(parent),
+            fs::child(parent, fid).filter(|&i| dedicated(i)),
+            fs::child(idx::MF, fid).filter(|&i| dedicated(i)),
+        ];
+        candidates.into_iter().flatten().find(|&i| visible(i))
+    }
+
+    fn select(&mut self, dialect: Dialect, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
+        let target = match dialect {
+            Dialect::Gsm => {
+                if (cmd.p1, cmd.p2) != (0, 0) {
+                    return Err(Fail::BadP1P2);
+                }
+                let fid = fid_of(cmd.data).ok_or(Fail::WrongLc)?;
+                self.find_by_fid(dialect, fid).ok_or(Fail::NotFound)?
+            }
+            Dialect::Uicc => self.uicc_target(cmd)?,
+        };
+        let def = fs::def(target).ok_or(Fail::NotFound)?;
+        if def.kind.is_dedicated() {
+            self.current_df = target;
+            self.current_ef = None;
+            if def.kind == Kind::Adf {
+                self.usim_active = true;
+            }
+        } else {
+            self.current_df = def.parent;
+            self.current_ef = Some(target);
+            self.record = 0;
+        }
+        match dialect {
+            Dialect::Gsm => Ok(Out::Pending(self.gsm_file_info(target, scratch))),
+            Dialect::Uicc => match cmd.p2 & 0x0C {
+                0x0C => Ok(Out::Done),
+                _ => Ok(Out::Pending(self.fcp(target, scratch))),
+            },
+        }
+    }
+
+    fn uicc_target(&self, cmd: &Command) -> Result<u8, Fail> {
+        if !matches!(cmd.p2 & 0xF0, 0x00) || !matches!(cmd.p2 & 0x0C, 0x00 | 0x04 | 0x0C) {
+            return Err(Fail::BadP1P2);
+        }
+        match cmd.p1 {
+            0x00 if cmd.data.is_empty() => Ok(idx::MF),
+            0x00 => {
+                let fid = fid_of(cmd.data).ok_or(Fail::WrongLc)?;
+                self.find_by_fid(Dialect::Uicc, fid).ok_or(Fail::NotFound)
+            }
+            0x01 | 0x02 => {
+                let fid = fid_of(cmd.data).ok_or(Fail::WrongLc)?;
+                let want_df = cmd.p1 == 0x01;
+                fs::child(self.current_df, fid)
+                    .filter(|&i| fs::def(i).is_some_and(|d| d.kind.is_dedicated() == want_df))
+                    .ok_or(Fail::NotFound)
+            }
+            0x03 if cmd.data.is_empty() => {
+                Ok(fs::def(self.current_df).map_or(idx::MF, |d| d.parent))
+            }
+            0x04 => {
+                let aid = cmd.data;
+                if aid.is_empty() || aid.len() > 16 {
+                    return Err(Fail::WrongLc);
+                }
+                if fs::USIM_AID.starts_with(aid) {
+                    Ok(idx::ADF_USIM)
+                } else {
+                    Err(Fail::NotFound)
+                }
+            }
+            0x08 | 0x09 => {
+                if cmd.data.is_empty() || !cmd.data.len().is_multiple_of(2) {
+                    return Err(Fail::WrongLc);
+                }
+                let mut at = if cmd.p1 == 0x08 {
+                    idx::MF
+                } else {
+                    self.current_df
+                };
+                for pair in cmd.data.chunks_exact(2) {
+                    let fid = u16::from_be_bytes([pair[0], pair[1]]);
+                    if !fs::def(at).is_some_and(|d| d.kind.is_dedicated()) {
+                        return Err(Fail::NotFound);
+                    }
+                    at = match fid {
+                        0x7FFF if self.usim_active => idx::ADF_USIM,
+                        _ => fs::child(at, fid).ok_or(Fail::NotFound)?,
+                    };
+                }
+                Ok(at)
+            }
+            _ => Err(Fail::BadP1P2),
+        }
+    }
+
+    /// The TS 51.011 9.2.1 response to SELECT / STATUS.
+    fn gsm_file_info(&self, file: u8, out: &mut [u8; 256]) -> usize {
+        let Some(def) = fs::def(file) else { return 0 };
+        let fid = def.fid.to_be_bytes();
+        if def.kind.is_dedicated() {
+            let children = |dedicated: bool| {
+                fs::FILES
+                    .iter()
+                    .skip(1)
+                    .filter(|f| f.parent == file && f.kind != Kind::Adf)
+                    .filter(|f| f.kind.is_dedicated() == dedicated)
+                    .count() as u8
+            };
+            let chv = |s: &Secret| 0x80 | (s.tries_left() & 0x0F);
+            // File characteristics: b8 set = CHV1 disabled; b1/b3 = clock stop allowed.
+            let characteristics = 0x13 | if self.pin1.enabled { 0 } else { 0x80 };
+            let info = [
+                0x00,
+                0x00,
+                0x00,
+                0x00,
+                fid[0],
+                fid[1],
+                if def.kind == Kind::Mf { 0x01 } else { 0x02 },
+                0x00,
+                0x00,
+                0x00,
+                0x00,
+                0x00,
+                10,
+                characteristics,
+                children(true),
+                children(false),
+                4, // CHV1, CHV2 and their UNBLOCK codes
+                0x00,
+                chv(&self.pin1.pin),
+                chv(&self.pin1.puk),
+                chv(&self.pin2.pin),
+                chv(&self.pin2.puk),
+                0x00,
+            ];
+            out[..info.len()].copy_from_slice(&info);
+            info.len()
+        } else {
+            let size = (def.kind.size() as u16).to_be_bytes();
+            let (structure, rec_len) = match def.kind {
+                Kind::LinearFixed { len, .. } => (0x01, len),
+                _ => (0x00, 0x00),
+            };
+            let nibble = |a: Access| match a {
+                Access::Always => 0x0,
+                Access::Pin1 => 0x1,
+                Access::Adm1 => 0xA,
+                Access::Never => 0xF,
+            };
+            let info = [
+                0x00,
+                0x00,
+                size[0],
+                size[1],
+                fid[0],
+                fid[1],
+                0x04,
+                0x00,
+                (nibble(def.read) << 4) | nibble(def.update),
+                0xFF,
+                0xAA,
+                0x01,
+                0x02,
+                structure,
+                rec_len,
+            ];
+            out[..info.len()].copy_from_slice(&info);
+            info.len()
+        }
+    }
+
+    /// The TS 102 221 11.1.1.3 FCP template.
+    fn fcp(&self, file: u8, out: &mut [u8; 256]) -> usize {
+        let Some(def) = fs::def(file) else { return 0 };
+        let mut w = Writer::new(out);
+        let outer = w.open(0x62);
+        match def.kind {
+            Kind::Mf | Kind::Df | Kind::Adf => w.tlv(0x82, &[0x78, 0x21]),
+            Kind::Transparent { .. } => w.tlv(0x82, &[0x41, 0x21]),
+            Kind::LinearFixed { len, records } => w.tlv(0x82, &[0x42, 0x21, 0x00, len, records]),
+        }
+        w.tlv(0x83, &def.fid.to_be_bytes());
+        if def.kind == Kind::Adf {
+            w.tlv(0x84, &fs::USIM_AID);
+        }
+        w.tlv(0x8A, &[0x05]);
+        let arr_fid: u16 = if def.parent == idx::ADF_USIM || file == idx::ADF_USIM {
+            0x6F06
+        } else {
+            0x2F06
+        };
+        let [hi, lo] = arr_fid.to_be_bytes();
+        w.tlv(0x8B, &[hi, lo, arr_record(def.read, def.update)]);
+        if def.kind.is_dedicated() {
+            // PIN status template: PIN1 (01) and ADM1 (0A); b8/b7 of the PS_DO = enabled.
+            let ps_do = if self.pin1.enabled { 0xC0 } else { 0x40 };
+            w.tlv(
+                0xC6,
+                &[0x90, 0x01, ps_do, 0x83, 0x01, 0x01, 0x83, 0x01, 0x0A],
+            );
+        } else {
+            w.tlv(0x80, &(def.kind.size() as u16).to_be_bytes());
+            w.tlv(0x88, &[]);
+        }
+        w.close(outer);
+        w.len()
+    }
+
+    fn get_response(
+        &mut self,
+        dialect: Dialect,
+        cmd: &Command,
+        scratch: &mut [u8; 256],
+    ) -> Handled {
+        if (cmd.p1, cmd.p2) != (0, 0) {
+            return Err(Fail::BadP1P2);
+        }
+        if self.pending_len == 0 {
+            return Err(Fail::NoResponse);
+        }
+        let available = self.pending_len;
+        let ne = cmd.ne.unwrap_or(available);
+        if ne > available {
+            return Err(Fail::WrongLe(available));
+        }
+        scratch[..ne].copy_from_slice(&self.pending[..ne]);
+        // Whatever is not fetched stays for a further GET RESPONSE (ISO 7816-4 chaining); a
+        // TS 51.011 SIM simply drops it.
+        self.pending.copy_within(ne..available, 0);
+        self.pending_len = available - ne;
+        if dialect == Dialect::Uicc && self.pending_len > 0 {
+            return Ok(Out::Partial(ne));
+        }
+        self.pending_len = 0;
+        Ok(Out::Data(ne))
+    }
+
+    fn status(&self, dialect: Dialect, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
+        let n = match dialect {
+            Dialect::Gsm => self.gsm_file_info(self.current_df, scratch),
+            Dialect::Uicc => match cmd.p2 {
+                0x00 => self.fcp(self.current_df, scratch),
+                0x01 if self.usim_active => {
+                    scratch[..fs::USIM_AID.len()].copy_from_slice(&fs::USIM_AID);
+                    fs::USIM_AID.len()
+                }
+                0x01 => 0,
+                0x0C => return Ok(Out::Done),
+                _ => return Err(Fail::BadP1P2),
+            },
+        };
+        match cmd.ne {
+            None => Ok(Out::Done),
+            Some(ne) if ne == n => Ok(Out::Data(n)),
+            Some(ne) if ne < n && dialect == Dialect::Gsm => Ok(Out::Data(ne)),
+            Some(_) => Err(Fail::WrongLe(n)),
+        }
+    }
+
+    // ----- file access -----------------------------------------------------------------------
+
+    fn allowed(&self, access: Access) -> bool {
+        match access {
+            Access::Always => true,
+            // ADM is the issuer's key: programmable cards let it write what PIN1 protects too.
+            Access::Pin1 => self.pin1.satisfied() || self.adm1_verified,
+            Access::Adm1 => self.adm1_verified,
+            Access::Never => false,
+        }
+    }
+
+    fn current_ef(&self) -> Result<(u8, &'static fs::FileDef), Fail> {
+        let ef = self.current_ef.ok_or(Fail::NoEf)?;
+        Ok((ef, fs::def(ef).ok_or(Fail::NoEf)?))
+    }
+
+    fn read_binary(&self, dialect: Dialect, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
+        if cmd.p1 & 0x80 != 0 {
+            // Short file identifiers are not assigned on this card.
+            return Err(Fail::Raw(match dialect {
+                Dialect::Gsm => Status::WrongP1P2,
+                Dialect::Uicc => Status::FunctionNotSupported,
+            }));
+        }
+        let (ef, def) = self.current_ef()?;
+        if !matches!(def.kind, Kind::Transparent { .. }) {
+            return Err(Fail::Structure);
+        }
+        if !self.allowed(def.read) {
+            return Err(Fail::Security);
+        }
+        let offset = u16::from_be_bytes([cmd.p1, cmd.p2]) as usize;
+        let content = self.arena.content(ef);
+        let available = content
+            .len()
+            .checked_sub(offset)
+            .filter(|&n| n > 0)
+            .ok_or(Fail::OutOfRange)?;
+        let ne = cmd.ne.unwrap_or(0);
+        if ne == 0 || ne > available {
+            return Err(Fail::WrongLe(available.min(256)));
+        }
+        let n = ne.min(256);
+        scratch[..n].copy_from_slice(&content[offset..offset + n]);
+        Ok(Out::Data(n))
+    }
+
+    fn update_binary(&mut self, cmd: &Command) -> Handled {
+        if cmd.p1 & 0x80 != 0 {
+            return Err(Fail::BadP1P2);
+        }
+        let (ef, def) = self.current_ef()?;
+        if !matches!(def.kind, Kind::Transparent { .. }) {
+            return Err(Fail::Structure);
+        }
+        if !self.allowed(def.update) {
+            return Err(Fail::Security);
+        }
+        if cmd.data.is_empty() {
+            return Err(Fail::WrongLc);
+        }
+        let offset = u16::from_be_bytes([cmd.p1, cmd.p2]) as usize;
+        let dst = self
+            .arena
+            .content_mut(ef)
+            .get_mut(offset..offset + cmd.data.len())
+            .ok_or(Fail::OutOfRange)?;
+        dst.copy_from_slice(cmd.data);
+        self.dirty = true;
+        Ok(Out::Done)
+    }
+
+    /// The record a READ/UPDATE RECORD addresses (TS 102 221 11.1.5 modes 02/03/04), moving the
+    /// record pointer.
+    fn target_record(&mut self, cmd: &Command, records: u8) -> Result<u8, Fail> {
+        let rec = match (cmd.p2, cmd.p1) {
+            (0x04, 0) if self.record == 0 => return Err(Fail::RecordNotFound),
+            (0x04, 0) => self.record,
+            (0x04, n) => n,
+            (0x02, 0) => self.record.saturating_add(1),
+            (0x03, 0) if self.record == 0 => records,
+            (0x03, 0) => self.record - 1,
+            _ => return Err(Fail::BadP1P2),
+        };
+        if rec == 0 || rec > records {
+            return Err(Fail::RecordNotFound);
+        }
+        self.record = rec;
+        Ok(rec)
+    }
+
+    fn read_record(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
+        let (ef, def) = self.current_ef()?;
+        let Kind::LinearFixed { len, records } = def.kind else {
+            return Err(Fail::Structure);
+        };
+        if !self.allowed(def.read) {
+            return Err(Fail::Security);
+        }
+        let len = len as usize;
+        if cmd.ne != Some(len) {
+            return Err(Fail::WrongLe(len));
+        }
+        let rec = self.target_record(cmd, records)? as usize;
+        let start = (rec - 1) * len;
+        let src = self
+            .arena
+            .content(ef)
+            .get(start..start + len)
+            .ok_or(Fail::RecordNotFound)?;
+        scratch[..len].copy_from_slice(src);
+        Ok(Out::Data(len))
+    }
+
+    fn update_record(&mut self, cmd: &Command) -> Handled {
+        let (ef, def) = self.current_ef()?;
+        let Kind::LinearFixed { len, records } = def.kind else {
+            return Err(Fail::Structure);
+        };
+        if !self.allowed(def.update) {
+            return Err(Fail::Security);
+        }
+        let len = len as usize;
+        if cmd.data.len() != len {
+            return Err(Fail::WrongLc);
+        }
+        let rec = self.target_record(cmd, records)? as usize;
+        let start = (rec - 1) * len;
+        let dst = self
+            .arena
+            .content_mut(ef)
+            .get_mut(start..start + len)
+            .ok_or(Fail::RecordNotFound)?;
+        dst.copy_from_slice(cmd.data);
+        self.dirty = true;
+        Ok(Out::Done)
+    }
+
+    // ----- secret codes ----------------------------------------------------------------------
+
+    fn code_ref(dialect: Dialect, ins: u8, p2: u8) -> Result<CodeRef, Fail> {
+        match (dialect, ins, p2) {
+            (_, 0x20, 0x0A) => Ok(CodeRef::Adm1),
+            (Dialect::Gsm, 0x2C, 0x00) | (Dialect::Gsm, _, 0x01) => Ok(CodeRef::Pin1),
+            (Dialect::Gsm, _, 0x02) => Ok(CodeRef::Pin2),
+            (Dialect::Uicc, _, 0x01) => Ok(CodeRef::Pin1),
+            (Dialect::Uicc, _, 0x81) => Ok(CodeRef::Pin2),
+            _ => Err(Fail::UnknownReference),
+        }
+    }
+
+    fn pin_mut(&mut self, r: CodeRef) -> &mut Pin {
+        match r {
+            CodeRef::Pin2 => &mut self.pin2,
+            _ => &mut self.pin1,
+        }
+    }
+
+    fn verify(&mut self, dialect: Dialect, cmd: &Command) -> Handled {
+        if cmd.p1 != 0 {
+            return Err(Fail::BadP1P2);
+        }
+        let code = Self::code_ref(dialect, cmd.ins, cmd.p2)?;
+        if cmd.data.is_empty() && dialect == Dialect::Uicc {
+            // TS 102 221 11.1.9: an empty VERIFY asks for the retry counter without spending a
+            // try — what provisioning relies on before it dares an ADM attempt.
+            let (secret, verified) = match code {
+                CodeRef::Adm1 => (&self.adm1, self.adm1_verified),
+                CodeRef::Pin1 => (&self.pin1.pin, self.pin1.verified),
+                CodeRef::Pin2 => (&self.pin2.pin, self.pin2.verified),
+            };
+            return match (secret.tries_left(), verified) {
+                (0, _) => Err(Fail::Blocked),
+                (_, true) => Ok(Out::Done),
+                (n, false) => Err(Fail::WrongCode(n)),
+            };
+        }
+        if cmd.data.len() != PIN_LEN {
+            return Err(Fail::WrongLc);
+        }
+        self.dirty = true;
+        match code {
+            CodeRef::Adm1 => {
+                let result = self.adm1.check(cmd.data);
+                self.adm1_verified = result.is_ok();
+                result.map_err(Fail::from)?;
+            }
+            CodeRef::Pin1 if dialect == Dialect::Gsm && !self.pin1.enabled => {
+                self.dirty = false;
+                return Err(Fail::Contradiction);
+            }
+            pin => self.pin_mut(pin).verify(cmd.data)?,
+        }
+        Ok(Out::Done)
+    }
+
+    fn change(&mut self, dialect: Dialect, cmd: &Command) -> Handled {
+        if cmd.p1 != 0 {
+            return Err(Fail::BadP1P2);
+        }
+        let code = Self::code_ref(dialect, cmd.ins, cmd.p2)?;
+        if code == CodeRef::Adm1 {
+            return Err(Fail::UnknownReference);
+        }
+        if cmd.data.len() != 2 * PIN_LEN {
+            return Err(Fail::WrongLc);
+        }
+        let pin = self.pin_mut(code);
+        if !pin.enabled {
+            return Err(Fail::Contradiction);
+        }
+        let (old, new) = cmd.data.split_at(PIN_LEN);
+        let result = pin.change(old, new);
+        self.dirty = true;
+        result?;
+        Ok(Out::Done)
+    }
+
+    fn set_enabled(&mut self, dialect: Dialect, cmd: &Command, enable: bool) -> Handled {
+        if cmd.p1 != 0 {
+            return Err(Fail::BadP1P2);
+        }
+        // Only PIN1 may be switched off (TS 51.011 9.2.11, TS 102 221 11.1.11).
+        if Self::code_ref(dialect, cmd.ins, cmd.p2)? != CodeRef::Pin1 {
+            return Err(Fail::UnknownReference);
+        }
+        if cmd.data.len() != PIN_LEN {
+            return Err(Fail::WrongLc);
+        }
+        if self.pin1.enabled == enable {
+            return Err(Fail::Contradiction);
+        }
+        self.dirty = true;
+        self.pin1.verify(cmd.data)?;
+        self.pin1.enabled = enable;
+        Ok(Out::Done)
+    }
+
+    fn unblock(&mut self, dialect: Dialect, cmd: &Command) -> Handled {
+        if cmd.p1 != 0 {
+            return Err(Fail::BadP1P2);
+        }
+        let code = Self::code_ref(dialect, cmd.ins, cmd.p2)?;
+        if code == CodeRef::Adm1 {
+            return Err(Fail::UnknownReference);
+        }
+        let pin = self.pin_mut(code);
+        if cmd.data.is_empty() && dialect == Dialect::Uicc {
+            return match pin.puk.tries_left() {
+                0 => Err(Fail::Blocked),
+                n => Err(Fail::WrongCode(n)),
+            };
+        }
+        if cmd.data.len() != 2 * PIN_LEN {
+            return Err(Fail::WrongLc);
+        }
+        let (puk, new) = cmd.data.split_at(PIN_LEN);
+        let result = pin.unblock(puk, new);
+        self.dirty = true;
+        result?;
+        Ok(Out::Done)
+    }
+
+    // ----- authentication --------------------------------------------------------------------
+
+    fn run_gsm_algorithm(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
+        if (cmd.p1, cmd.p2) != (0, 0) {
+            return Err(Fail::BadP1P2);
+        }
+        let rand: &[u8; 16] = cmd.data.try_into().map_err(|_| Fail::WrongLc)?;
+        if self.current_df != idx::DF_GSM {
+            return Err(Fail::Structure);
+        }
+        if !self.pin1.satisfied() {
+            return Err(Fail::Security);
+        }
+        let (sres, kc) = self.gsm_auth(rand)?;
+        scratch[..4].copy_from_slice(&sres);
+        scratch[4..12].copy_from_slice(&kc);
+        Ok(Out::Pending(12))
+    }
+
+    fn gsm_auth(&self, rand: &[u8; 16]) -> Result<([u8; 4], [u8; 8]), Fail> {
+        algo::run_2g(
+            self.keys.algorithm,
+            &self.keys.ki,
+            self.keys.opc.as_ref(),
+            rand,
+        )
+        .ok_or(Fail::Raw(Status::ConditionsNotSatisfied))
+    }
+
+    fn authenticate(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
+        if cmd.p1 != 0 {
+            return Err(Fail::BadP1P2);
+        }
+        if !self.usim_active {
+            return Err(Fail::Raw(Status::ConditionsNotSatisfied));
+        }
+        if !self.pin1.satisfied() {
+            return Err(Fail::Security);
+        }
+        match cmd.p2 {
+            0x80 => {
+                let [0x10, rand @ ..] = cmd.data else {
+                    return Err(Fail::WrongLc);
+                };
+                let rand: &[u8; 16] = rand.try_into().map_err(|_| Fail::WrongLc)?;
+                let (sres, kc) = self.gsm_auth(rand)?;
+                let mut w = Writer::new(scratch);
+                w.lv(&sres);
+                w.lv(&kc);
+                Ok(Out::Pending(w.len()))
+            }
+            0x81 => self.authenticate_3g(cmd.data, scratch),
+            _ => Err(Fail::BadP1P2),
+        }
+    }
+
+    /// TS 33.102 6.3.3: check MAC, then SQN freshness; answer RES/CK/IK/Kc, or AUTS.
+    fn authenticate_3g(&mut self, data: &[u8], scratch: &mut [u8; 256]) -> Handled {
+        let [0x10, body @ ..] = data else {
+            return Err(Fail::WrongLc);
+        };
+        let (rand, rest) = body.split_first_chunk::<16>().ok_or(Fail::WrongLc)?;
+        let [0x10, autn @ ..] = rest else {
+            return Err(Fail::WrongLc);
+        };
+        let autn: &[u8; 16] = autn.try_into().map_err(|_| Fail::WrongLc)?;
+        if !self.keys.algorithm.is_3g() {
+            return Err(Fail::Raw(Status::AuthContextNotSupported));
+        }
+        let zero_sqn = [0u8; 6];
+        let amf: [u8; 2] = [autn[6], autn[7]];
+        // AK does not depend on SQN, so one run with a zero SQN yields it.
+        let probe = algo::run_3g(
+            self.keys.algorithm,
+            &self.keys.ki,
+            self.keys.opc.as_ref(),
+            rand,
+            &zero_sqn,
+            &amf,
+        )
+        .ok_or(Fail::Raw(Status::ConditionsNotSatisfied))?;
+        let mut sqn = [0u8; 6];
+        for i in 0..6 {
+            sqn[i] = autn[i] ^ probe.ak[i];
+        }
+        let v = algo::run_3g(
+            self.keys.algorithm,
+            &self.keys.ki,
+            self.keys.opc.as_ref(),
+            rand,
+            &sqn,
+            &amf,
+        )
+        .ok_or(Fail::Raw(Status::ConditionsNotSatisfied))?;
+        if !bool::from(v.mac_a.ct_eq(&autn[8..16])) {
+            return Err(Fail::Raw(Status::AuthMacFailure));
+        }
+        let sqn_value = u64::from_be_bytes([0, 0, sqn[0], sqn[1], sqn[2], sqn[3], sqn[4], sqn[5]]);
+        let mut w = Writer::new(scratch);
+        if !self.sqn.accept(sqn_value) {
+            // Resynchronisation: AUTS = (SQN_MS ⊕ AK*) ‖ MAC-S, with the dummy AMF 0000.
+            let ms = self.sqn.highest().to_be_bytes();
+            let sqn_ms: [u8; 6] = [ms[2], ms[3], ms[4], ms[5], ms[6], ms[7]];
+            let resync = algo::run_3g(
+                self.keys.algorithm,
+                &self.keys.ki,
+                self.keys.opc.as_ref(),
+                rand,
+                &sqn_ms,
+                &[0, 0],
+            )
+            .ok_or(Fail::Raw(Status::ConditionsNotSatisfied))?;
+            let auts = resync.auts(&sqn_ms);
+            w.byte(0xDC);
+            w.lv(&auts);
+            return Ok(Out::Pending(w.len()));
+        }
+        self.dirty = true;
+        let (_, kc) = algo::conv::gsm_view(&v);
+        w.byte(0xDB);
+        w.lv(v.res());
+        w.lv(&v.ck);
+        w.lv(&v.ik);
+        w.lv(&kc);
+        Ok(Out::Pending(w.len()))
+    }
+}
+
+fn fid_of(data: &[u8]) -> Option<u16> {
+    let pair: [u8; 2] = data.try_into().ok()?;
+    Some(u16::from_be_bytes(pair))
+}
+
+/// The EF_ARR record (see [`ARR_RECORDS`]) that expresses a file's access conditions.
+fn arr_record(read: Access, update: Access) -> u8 {
+    match (read, update) {
+        (Access::Always, Access::Adm1) => 1,
+        (Access::Pin1, Access::Pin1) => 2,
+        (Access::Pin1, Access::Adm1) => 3,
+        (Access::Always, Access::Pin1) => 4,
+        (Access::Never, _) => 5,
+        _ => 6,
+    }
+}
+
+/// EF_ARR's records in the expanded format of ISO 7816-4 9.3: an access-mode byte (80 01 xx:
+/// 01 = READ, 02 = UPDATE) followed by its condition (90 00 always, 97 00 never, A4 = a CRT
+/// naming key reference 01 for PIN1 or 0A for ADM1). The host personalises EF_ARR with these so
+/// that the FCP's 8B references resolve on a real card reader tool too.
+pub const ARR_RECORDS: [&[u8]; 6] = [
+    &[
+        0x80, 0x01, 0x01, 0x90, 0x00, 0x80, 0x01, 0x02, 0xA4, 0x06, 0x83, 0x01, 0x0A, 0x95, 0x01,
+        0x08,
+    ],
+    &[
+        0x80, 0x01, 0x03, 0xA4, 0x06, 0x83, 0x01, 0x01, 0x95, 0x01, 0x08,
+    ],
+    &[
+        0x80, 0x01, 0x01, 0xA4, 0x06, 0x83, 0x01, 0x01, 0x95, 0x01, 0x08, 0x80, 0x01, 0x02, 0xA4,
+        0x06, 0x83, 0x01, 0x0A, 0x95, 0x01, 0x08,
+    ],
+    &[
+        0x80, 0x01, 0x01, 0x90, 0x00, 0x80, 0x01, 0x02, 0xA4, 0x06, 0x83, 0x01, 0x01, 0x95, 0x01,
+        0x08,
+    ],
+    &[
+        0x80, 0x01, 0x01, 0x97, 0x00, 0x80, 0x01, 0x02, 0xA4, 0x06, 0x83, 0x01, 0x0A, 0x95, 0x01,
+        0x08,
+    ],
+    &[0x80, 0x01, 0x03, 0x90, 0x00],
+];

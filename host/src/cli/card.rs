@@ -1,0 +1,443 @@
+//! `simlab card …`: the card as a user sees it, through whichever transport was chosen.
+
+use super::Output;
+use crate::auc::{self, Expected};
+use crate::error::{Error, Result};
+use crate::hex;
+use crate::profile::Profile;
+use crate::sim::{self, AuthResult, Code, FileContent, Sim, VerifyOutcome};
+use crate::transport::Link;
+use crate::transport::inproc::InProcess;
+use clap::Subcommand;
+use serde_json::{Value, json};
+use simlab_applet::chv::pad_pin;
+use simlab_applet::encoding;
+use std::path::Path;
+
+#[derive(Subcommand, Debug)]
+pub enum CardCommand {
+    /// ICCID, IMSI, MSISDN, ATR and the PIN retry counters.
+    Info {
+        /// Verify PIN1 first (needed when PIN1 is enabled).
+        #[arg(long, value_name = "PIN")]
+        pin: Option<String>,
+    },
+    /// Read an elementary file by name (ICCID, IMSI, SPN, USIM/UST, …; `--list` shows all).
+    Read {
+        /// The file, e.g. IMSI, EF_ICCID, USIM/IMSI.
+        #[arg(required_unless_present = "list")]
+        file: Option<String>,
+        /// List the files this command knows.
+        #[arg(long)]
+        list: bool,
+        /// Verify PIN1 first.
+        #[arg(long, value_name = "PIN")]
+        pin: Option<String>,
+    },
+    /// Run the card's authentication: RUN GSM ALGORITHM / AUTHENTICATE.
+    #[command(after_help = "\
+Without --autn a SIM runs RUN GSM ALGORITHM and a USIM AUTHENTICATE in GSM context (SRES, Kc).
+With --autn a USIM authenticates in 3G context (RES, CK, IK, Kc, or AUTS on a sync failure).
+--check computes the expected answer on the host from the profile (the --emulate one if no
+profile is named) and exits 1 on a mismatch.")]
+    Auth {
+        /// The challenge RAND: 32 hex digits.
+        #[arg(long, value_name = "HEX")]
+        rand: String,
+        /// AUTN for a 3G-context authentication: 32 hex digits (see `simlab algo milenage`).
+        #[arg(long, value_name = "HEX")]
+        autn: Option<String>,
+        /// Compare with the host's computation from this profile (default: the --emulate one).
+        #[arg(long, value_name = "PROFILE", num_args = 0..=1, default_missing_value = "")]
+        check: Option<String>,
+        /// Verify PIN1 first.
+        #[arg(long, value_name = "PIN")]
+        pin: Option<String>,
+    },
+    /// Verify PIN1 (or PIN2/ADM1); a wrong PIN spends a try, and the card tells how many remain.
+    VerifyPin {
+        /// The PIN: 4-8 digits.
+        #[arg(long, value_name = "PIN")]
+        pin: String,
+        /// Which code to verify.
+        #[arg(long, value_enum, default_value = "pin1")]
+        code: CodeArg,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CodeArg {
+    Pin1,
+    Pin2,
+    Adm1,
+}
+
+/// Opens the card the global options name.
+fn connect(emulate: Option<&Path>, out: &Output) -> Result<(Sim, Option<Profile>)> {
+    let Some(path) = emulate else {
+        return Err(Error::arg(
+            "--emulate",
+            "no card given: name a profile with --emulate PROFILE.toml (PC/SC readers come with --reader)",
+        ));
+    };
+    let profile = Profile::load(path)?;
+    let transport = InProcess::new(
+        profile.build_card(),
+        format!("emulated card {}", path.display()),
+    );
+    out.detail(&format!(
+        "using the simlab card model from {}",
+        path.display()
+    ));
+    let sim = Sim::open(Link::new(Box::new(transport)))?;
+    Ok((sim, Some(profile)))
+}
+
+fn pin_arg(arg: &str, text: &str) -> Result<[u8; 8]> {
+    pad_pin(text).ok_or_else(|| Error::arg(arg, "must be 4-8 digits"))
+}
+
+/// Verifies PIN1 when one was given; a wrong one is an error (and spends a try, as it must).
+fn unlock(sim: &mut Sim, pin: Option<&str>) -> Result<()> {
+    let Some(pin) = pin else { return Ok(()) };
+    let value = pin_arg("--pin", pin)?;
+    match sim.verify(Code::Pin1, Some(&value))? {
+        VerifyOutcome::Verified | VerifyOutcome::NotEnabled => Ok(()),
+        other => Err(verify_error(Code::Pin1, other)),
+    }
+}
+
+fn verify_error(code: Code, outcome: VerifyOutcome) -> Error {
+    let what = match outcome {
+        VerifyOutcome::Wrong {
+            tries_left: Some(n),
+        } => format!("wrong {}, {n} tries left", code.name()),
+        VerifyOutcome::Wrong { tries_left: None } => format!("wrong {}", code.name()),
+        VerifyOutcome::Blocked => format!("{} is blocked", code.name()),
+        VerifyOutcome::NotEnabled => format!("{} is disabled", code.name()),
+        VerifyOutcome::Verified => format!("{} verified", code.name()),
+    };
+    Error::Mismatch { what }
+}
+
+pub fn run(out: &Output, emulate: Option<&Path>, cmd: &CardCommand) -> Result<i32> {
+    if let CardCommand::Read { list: true, .. } = cmd {
+        return list_files(out);
+    }
+    // Validate every argument before touching the card.
+    let (mut sim, profile) = connect(emulate, out)?;
+    match cmd {
+        CardCommand::Info { pin } => {
+            unlock(&mut sim, pin.as_deref())?;
+            info(out, &mut sim)
+        }
+        CardCommand::Read { file, pin, .. } => {
+            let name = file.as_deref().unwrap_or_default();
+            let file = sim::find_file(name).ok_or_else(|| {
+                Error::arg(
+                    "FILE",
+                    format!("unknown file {name:?} (simlab card read --list shows the known ones)"),
+                )
+            })?;
+            unlock(&mut sim, pin.as_deref())?;
+            read(out, &mut sim, file)
+        }
+        CardCommand::Auth {
+            rand,
+            autn,
+            check,
+            pin,
+        } => {
+            let rand = hex::decode_fixed::<16>("--rand", rand)?;
+            let autn = autn
+                .as_deref()
+                .map(|a| hex::decode_fixed::<16>("--autn", a))
+                .transpose()?;
+            let check_profile = match check {
+                None => None,
+                Some(p) if p.is_empty() => Some(profile.clone().ok_or_else(|| {
+                    Error::arg("--check", "name a profile: the card is not emulated")
+                })?),
+                Some(p) => Some(Profile::load(Path::new(p))?),
+            };
+            unlock(&mut sim, pin.as_deref())?;
+            auth(out, &mut sim, &rand, autn.as_ref(), check_profile.as_ref())
+        }
+        CardCommand::VerifyPin { pin, code } => {
+            let value = pin_arg("--pin", pin)?;
+            let code = match code {
+                CodeArg::Pin1 => Code::Pin1,
+                CodeArg::Pin2 => Code::Pin2,
+                CodeArg::Adm1 => Code::Adm1,
+            };
+            let outcome = sim.verify(code, Some(&value))?;
+            let tries = match outcome {
+                VerifyOutcome::Wrong { tries_left } => tries_left,
+                VerifyOutcome::Blocked => Some(0),
+                _ => None,
+            };
+            let (verified, text) = match outcome {
+                VerifyOutcome::Verified => (true, format!("{} verified\n", code.name())),
+                other => (
+                    false,
+                    format!(
+                        "{}\n",
+                        verify_error(code, other)
+                            .to_string()
+                            .trim_start_matches("mismatch: ")
+                    ),
+                ),
+            };
+            let json = json!({
+                "code": code.name().to_ascii_lowercase(),
+                "verified": verified,
+                "blocked": outcome == VerifyOutcome::Blocked,
+                "tries_left": tries,
+            });
+            out.result(&text, &json)?;
+            Ok(if verified { 0 } else { 1 })
+        }
+    }
+}
+
+fn list_files(out: &Output) -> Result<i32> {
+    let mut text = String::new();
+    let mut rows = Vec::new();
+    for f in sim::FILES {
+        let path = match f.location {
+            sim::Location::Mf(p) => {
+                let fids: Vec<String> = p.iter().map(|fid| format!("{fid:04X}")).collect();
+                format!("3F00/{}", fids.join("/"))
+            }
+            sim::Location::Usim(fid) => format!("ADF.USIM/{fid:04X}"),
+        };
+        text.push_str(&format!("{:<14}{:<20}{}\n", f.name, path, f.about));
+        rows.push(json!({ "name": f.name, "path": path, "about": f.about }));
+    }
+    out.result(&text, &Value::Array(rows))?;
+    Ok(0)
+}
+
+fn info(out: &Output, sim: &mut Sim) -> Result<i32> {
+    let atr = sim.atr();
+    let iccid = match sim.read_file(
+        sim::find_file("ICCID")
+            .map(|f| f.location)
+            .unwrap_or(sim::Location::Mf(&[0x2FE2])),
+    ) {
+        Ok(FileContent::Transparent(bytes)) => encoding::decode_iccid(&bytes)
+            .ok()
+            .map(|d| d.as_str().to_string()),
+        _ => None,
+    };
+    let imsi = match sim.read_file(sim::Location::Mf(&[0x7F20, 0x6F07])) {
+        Ok(FileContent::Transparent(bytes)) => encoding::decode_imsi(&bytes)
+            .ok()
+            .map(|d| d.as_str().to_string()),
+        Err(Error::Card { .. }) => None,
+        Err(e) => return Err(e),
+        _ => None,
+    };
+    let msisdn = match sim.read_file(sim::Location::Mf(&[0x7F10, 0x6F40])) {
+        Ok(FileContent::Records(records)) => records.iter().find_map(|r| decode_msisdn(r)),
+        _ => None,
+    };
+    let tries = sim.tries()?;
+    let dialect = match sim.dialect() {
+        sim::Dialect::Gsm => "sim",
+        sim::Dialect::Uicc => "uicc",
+    };
+    let json = json!({
+        "iccid": iccid,
+        "imsi": imsi,
+        "msisdn": msisdn,
+        "atr": hex::encode(&atr),
+        "type": dialect,
+        "pin1_enabled": tries.pin1_enabled,
+        "pin1_tries": tries.pin1,
+        "puk1_tries": tries.puk1,
+        "pin2_tries": tries.pin2,
+        "puk2_tries": tries.puk2,
+        "adm1_tries": tries.adm1,
+    });
+    let show = |v: &Option<String>, why: &str| v.clone().unwrap_or_else(|| format!("({why})"));
+    let count = |v: Option<u8>| v.map_or("-".to_string(), |n| n.to_string());
+    let text = format!(
+        "ATR      {}\nType     {}\nICCID    {}\nIMSI     {}\nMSISDN   {}\nPIN1     {} ({} tries left, PUK1 {})\nPIN2     {} tries left (PUK2 {})\nADM1     {} tries left\n",
+        hex::encode(&atr),
+        if dialect == "uicc" {
+            "UICC with ADF.USIM"
+        } else {
+            "GSM SIM (TS 51.011)"
+        },
+        show(&iccid, "unreadable"),
+        show(&imsi, "protected: give --pin"),
+        show(&msisdn, "not set"),
+        match tries.pin1_enabled {
+            Some(true) => "enabled",
+            Some(false) => "disabled",
+            None => "unknown",
+        },
+        count(tries.pin1),
+        count(tries.puk1),
+        count(tries.pin2),
+        count(tries.puk2),
+        count(tries.adm1),
+    );
+    out.result(&text, &json)?;
+    Ok(0)
+}
+
+/// The number in an EF_MSISDN record (alpha identifier first, then the TS 31.102 4.4.2.3 part).
+fn decode_msisdn(record: &[u8]) -> Option<String> {
+    let tail = record.get(record.len().checked_sub(14)?..)?;
+    let len = tail[0] as usize;
+    if !(2..=11).contains(&len) {
+        return None;
+    }
+    let (international, digits) =
+        encoding::decode_dialling_number(&tail[2..1 + len], tail[1]).ok()?;
+    Some(format!(
+        "{}{}",
+        if international { "+" } else { "" },
+        digits.as_str()
+    ))
+}
+
+fn read(out: &Output, sim: &mut Sim, file: &sim::StandardFile) -> Result<i32> {
+    let content = sim.read_file(file.location)?;
+    let decoded = match (&content, file.name) {
+        (FileContent::Transparent(b), "ICCID") => encoding::decode_iccid(b)
+            .ok()
+            .map(|d| d.as_str().to_string()),
+        (FileContent::Transparent(b), "IMSI" | "USIM/IMSI") => encoding::decode_imsi(b)
+            .ok()
+            .map(|d| d.as_str().to_string()),
+        (FileContent::Transparent(b), "SPN" | "USIM/SPN") => {
+            let name: Vec<u8> = b
+                .iter()
+                .skip(1)
+                .copied()
+                .take_while(|&c| c != 0xFF)
+                .collect();
+            String::from_utf8(name).ok()
+        }
+        (FileContent::Records(r), "MSISDN" | "USIM/MSISDN") => {
+            r.iter().find_map(|r| decode_msisdn(r))
+        }
+        _ => None,
+    };
+    let (text, json) = match &content {
+        FileContent::Transparent(bytes) => (
+            format!(
+                "{}{}\n",
+                hex::encode(bytes),
+                decoded
+                    .as_ref()
+                    .map(|d| format!("  ({d})"))
+                    .unwrap_or_default()
+            ),
+            json!({ "file": file.name, "structure": "transparent", "data": hex::encode(bytes), "decoded": decoded }),
+        ),
+        FileContent::Records(records) => {
+            let mut text = String::new();
+            for (i, r) in records.iter().enumerate() {
+                text.push_str(&format!("{:>3}: {}\n", i + 1, hex::encode(r)));
+            }
+            if let Some(d) = &decoded {
+                text.push_str(&format!("     ({d})\n"));
+            }
+            let hexes: Vec<String> = records.iter().map(|r| hex::encode(r)).collect();
+            (
+                text,
+                json!({ "file": file.name, "structure": "linear_fixed", "records": hexes, "decoded": decoded }),
+            )
+        }
+    };
+    out.result(&text, &json)?;
+    Ok(0)
+}
+
+fn auth(
+    out: &Output,
+    sim: &mut Sim,
+    rand: &[u8; 16],
+    autn: Option<&[u8; 16]>,
+    check: Option<&Profile>,
+) -> Result<i32> {
+    let got = sim.authenticate(rand, autn)?;
+    let (mut json, mut text) = match &got {
+        AuthResult::Gsm { sres, kc } => (
+            json!({ "sres": hex::encode(sres), "kc": hex::encode(kc) }),
+            format!("SRES  {}\nKc    {}\n", hex::encode(sres), hex::encode(kc)),
+        ),
+        AuthResult::Umts { res, ck, ik, kc } => (
+            json!({
+                "res": hex::encode(res),
+                "ck": hex::encode(ck),
+                "ik": hex::encode(ik),
+                "kc": kc.map(|k| hex::encode(&k)),
+            }),
+            format!(
+                "RES   {}\nCK    {}\nIK    {}\n{}",
+                hex::encode(res),
+                hex::encode(ck),
+                hex::encode(ik),
+                kc.map(|k| format!("Kc    {}\n", hex::encode(&k)))
+                    .unwrap_or_default()
+            ),
+        ),
+        AuthResult::SyncFailure { auts } => (
+            json!({ "auts": hex::encode(auts) }),
+            format!("sync failure\nAUTS  {}\n", hex::encode(auts)),
+        ),
+        AuthResult::MacFailure => (
+            json!({ "mac_failure": true }),
+            "MAC failure: the card rejected AUTN (9862)\n".to_string(),
+        ),
+    };
+    let mut code = match got {
+        AuthResult::MacFailure => 1,
+        _ => 0,
+    };
+    if let Some(profile) = check {
+        let expected = auc::expected(
+            profile.algorithm,
+            &profile.ki,
+            profile.opc.as_ref(),
+            rand,
+            autn,
+        )
+        .ok_or_else(|| Error::arg("--check", "the profile's algorithm cannot compute this"))?;
+        if autn.is_some() && !profile.algorithm.is_3g() {
+            return Err(Error::arg(
+                "--autn",
+                format!(
+                    "the profile's algorithm {} is 2G only",
+                    profile.algorithm.name()
+                ),
+            ));
+        }
+        let verdict = auc::check(
+            profile.algorithm,
+            &profile.ki,
+            profile.opc.as_ref(),
+            rand,
+            &expected,
+            &got,
+        );
+        json["check"] = Value::String(if verdict.matches { "match" } else { "mismatch" }.into());
+        json["check_detail"] = Value::String(verdict.detail.clone());
+        text.push_str(&format!(
+            "check {}: {}\n",
+            if verdict.matches { "match" } else { "MISMATCH" },
+            verdict.detail
+        ));
+        code = if verdict.matches { 0 } else { 1 };
+        if matches!(expected, Expected::MacFailure) && verdict.matches {
+            code = 0;
+        }
+    }
+    out.result(&text, &json)?;
+    Ok(code)
+}

@@ -1,0 +1,11 @@
+//! simlab, the host side: transports that reach cards, the SIM commands spoken over them, the
+//! AuC computations that check them, and the `simlab` command line.
+
+pub mod auc;
+pub mod cli;
+pub mod error;
+pub mod hex;
+pub mod profile;
+pub mod random;
+pub mod sim;
+pub mod transport;

@@ -1,0 +1,348 @@
+//! The `simlab` binary as a user meets it: exit codes, messages that name the bad argument or
+//! profile key, JSON keys, and secrets that never show up in any output.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn simlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_simlab"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run simlab")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", text(o)))
+}
+
+const MILENAGE: &str = "fixtures/cards/usim-milenage.toml";
+const COMP128: &str = "fixtures/cards/sim-comp128v1.toml";
+
+#[test]
+fn algo_prints_the_published_vectors() {
+    let o = simlab(&[
+        "algo",
+        "comp128v1",
+        "--ki",
+        "112233445566778899AABBCCDDEEFF00",
+        "--rand",
+        "2233445566778899AABBCCDDEEFF0011",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v = json(&o);
+    assert_eq!(
+        (v["sres"].as_str(), v["kc"].as_str()),
+        (Some("3c0dcfbd"), Some("f84a72dc312f6000"))
+    );
+
+    let o = simlab(&[
+        "algo",
+        "milenage",
+        "--ki",
+        "465b5ce8b199b49faa5f0a2ee238a6bc",
+        "--rand",
+        "23553cbe9637a89d218ae64dae47bf35",
+        "--op",
+        "cdc202d5123e20f62b6d676ac72cb318",
+        "--sqn",
+        "ff9bb4d0b607",
+        "--amf",
+        "b9b9",
+        "--json",
+    ]);
+    let v = json(&o);
+    let expected = [
+        ("opc", "cd63cb71954a9f4e48a5994e37a02baf"),
+        ("mac_a", "4a9ffac354dfafb3"),
+        ("mac_s", "01cfaf9ec4e871e9"),
+        ("res", "a54211d5e3ba50bf"),
+        ("ck", "b40ba9a3c58b2a05bbf0d987b21bf8cb"),
+        ("ik", "f769bcd751044604127672711c6d3441"),
+        ("ak", "aa689c648370"),
+        ("ak_star", "451e8beca43b"),
+        ("sres", "46f8416a"),
+        ("kc", "eae4be823af9a08b"),
+        ("autn", "55f328b43577b9b94a9ffac354dfafb3"),
+    ];
+    for (key, value) in expected {
+        assert_eq!(v[key].as_str(), Some(value), "{key}");
+    }
+}
+
+#[test]
+fn bad_input_exits_2_and_names_the_argument() {
+    let ki = "112233445566778899AABBCCDDEEFF00";
+    let rand = "2233445566778899AABBCCDDEEFF0011";
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["algo", "comp128v1", "--ki", "xyz", "--rand", rand],
+            "--ki",
+        ),
+        (
+            &["algo", "comp128v1", "--ki", ki, "--rand", "0011"],
+            "--rand: expected 32 hex digits",
+        ),
+        (&["algo", "comp129", "--ki", ki, "--rand", rand], "comp129"),
+        (
+            &["algo", "milenage", "--ki", ki, "--rand", rand],
+            "--op/--opc",
+        ),
+        (
+            &[
+                "algo", "milenage", "--ki", ki, "--rand", rand, "--opc", ki, "--sqn", "12",
+            ],
+            "--sqn",
+        ),
+        (
+            &["algo", "comp128v1", "--ki", ki, "--rand", rand, "--opc", ki],
+            "--opc",
+        ),
+        (
+            &["--emulate", "fixtures/cards/nope.toml", "card", "info"],
+            "cannot read",
+        ),
+        (
+            &["--emulate", COMP128, "card", "read", "EF_NOPE"],
+            "unknown file",
+        ),
+        (
+            &["--emulate", COMP128, "card", "auth", "--rand", "12"],
+            "--rand",
+        ),
+        (
+            &["--emulate", COMP128, "card", "verify-pin", "--pin", "12ab"],
+            "--pin",
+        ),
+        (&["card", "info"], "--emulate"),
+    ];
+    for (args, needle) in cases {
+        let o = simlab(args);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    }
+}
+
+#[test]
+fn a_bad_profile_exits_2_naming_file_and_key() {
+    let dir = std::env::temp_dir().join(format!("simlab-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = std::fs::read_to_string(root().join(COMP128)).unwrap();
+    let cases = [
+        (
+            base.replace("algorithm = \"comp128v1\"", "algorithm = \"a5\""),
+            "key `algorithm`",
+        ),
+        (base.replace("ki = ", "kii = "), "key `kii`: unknown key"),
+        (
+            base.replace("pin1 = \"1234\"", "pin1 = \"12\""),
+            "key `pin1`",
+        ),
+        (format!("{base}\n[broken"), "not valid TOML"),
+    ];
+    for (i, (content, needle)) in cases.iter().enumerate() {
+        let path = dir.join(format!("p{i}.toml"));
+        std::fs::write(&path, content).unwrap();
+        let o = simlab(&["--emulate", path.to_str().unwrap(), "card", "info"]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(needle) && err.contains(&format!("p{i}.toml")),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn card_info_reports_identity_and_counters() {
+    let o = simlab(&["--emulate", MILENAGE, "card", "info", "--json"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v = json(&o);
+    assert_eq!(v["iccid"], "8988211000000530140");
+    assert_eq!(v["imsi"], "001010123456789");
+    assert_eq!(v["msisdn"], "+491700000002");
+    assert_eq!(v["atr"], "3b199673696d6c61622d7631");
+    assert_eq!(
+        (v["pin1_tries"].as_u64(), v["puk1_tries"].as_u64()),
+        (Some(3), Some(10))
+    );
+}
+
+#[test]
+fn card_auth_checks_against_the_host_computation() {
+    let rand = "23553cbe9637a89d218ae64dae47bf35";
+    let o = simlab(&[
+        "--emulate",
+        MILENAGE,
+        "card",
+        "auth",
+        "--rand",
+        rand,
+        "--autn",
+        "55f328b43577b9b94a9ffac354dfafb3",
+        "--check",
+        "--json",
+    ]);
+    let v = json(&o);
+    assert_eq!(v["res"], "a54211d5e3ba50bf");
+    assert_eq!(v["check"], "match");
+    assert!(o.status.success());
+
+    // The same card checked against another subscriber's profile: a mismatch, exit 1.
+    let o = simlab(&[
+        "--emulate",
+        COMP128,
+        "card",
+        "auth",
+        "--rand",
+        rand,
+        "--check",
+        "fixtures/cards/sim-xor2g.toml",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(json(&o)["check"], "mismatch");
+
+    // A stale SQN: the card answers AUTS, and the check verifies its MAC-S.
+    let o = simlab(&[
+        "algo",
+        "milenage",
+        "--ki",
+        "465b5ce8b199b49faa5f0a2ee238a6bc",
+        "--rand",
+        rand,
+        "--op",
+        "cdc202d5123e20f62b6d676ac72cb318",
+        "--sqn",
+        "000000000001",
+        "--amf",
+        "b9b9",
+        "--json",
+    ]);
+    let autn = json(&o)["autn"].as_str().unwrap().to_string();
+    let o = simlab(&[
+        "--emulate",
+        MILENAGE,
+        "card",
+        "auth",
+        "--rand",
+        rand,
+        "--autn",
+        &autn,
+        "--check",
+        "--json",
+    ]);
+    let v = json(&o);
+    assert_eq!(v["auts"].as_str().map(str::len), Some(28));
+    assert_eq!(v["check"], "match", "{v}");
+}
+
+#[test]
+fn verify_pin_counts_down_and_blocks() {
+    let profile = "fixtures/cards/usim-pin-enabled.toml";
+    let o = simlab(&[
+        "--emulate",
+        profile,
+        "card",
+        "verify-pin",
+        "--pin",
+        "0000",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!(
+        (v["verified"].as_bool(), v["tries_left"].as_u64()),
+        (Some(false), Some(2))
+    );
+    let o = simlab(&["--emulate", profile, "card", "verify-pin", "--pin", "1234"]);
+    assert!(o.status.success());
+    // Protected files need the PIN; with it they read.
+    let o = simlab(&["--emulate", profile, "card", "read", "IMSI"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("6982"), "{:?}", text(&o));
+    let o = simlab(&[
+        "--emulate",
+        profile,
+        "card",
+        "read",
+        "IMSI",
+        "--pin",
+        "1234",
+        "--json",
+    ]);
+    assert_eq!(json(&o)["decoded"], "001010000000007");
+}
+
+#[test]
+fn secrets_never_appear_in_any_output() {
+    let secrets = [
+        "112233445566778899aabbccddeeff00",
+        "1234",
+        "12345678",
+        "88888888",
+    ];
+    let runs = [
+        simlab(&["--emulate", COMP128, "card", "info", "--json"]),
+        simlab(&["--emulate", COMP128, "card", "info"]),
+        simlab(&[
+            "--emulate",
+            COMP128,
+            "-v",
+            "card",
+            "auth",
+            "--rand",
+            "2233445566778899AABBCCDDEEFF0011",
+            "--check",
+        ]),
+        simlab(&["--emulate", COMP128, "card", "verify-pin", "--pin", "1234"]),
+        simlab(&["--emulate", COMP128, "card", "read", "ICCID", "--json"]),
+    ];
+    for o in runs {
+        let (out, err) = text(&o);
+        for s in secrets {
+            let lower = (out.clone() + &err).to_ascii_lowercase();
+            // PIN digits may occur inside hex by chance; look for them as whole words.
+            let hit = lower
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|w| w == s);
+            assert!(!hit, "secret {s} in output: {out} {err}");
+        }
+    }
+}
+
+#[test]
+fn the_demo_runs_and_summarises() {
+    let o = simlab(&["demo", "--json"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v = json(&o);
+    assert_eq!(v["umts"]["match"], true);
+    assert_eq!(v["replay"]["resync_verified"], true);
+    assert_eq!(v["forged_autn_refused"], true);
+    let o = simlab(&["demo"]);
+    assert!(text(&o).0.contains("A replayed challenge is caught"));
+}
+
+#[test]
+fn help_teaches() {
+    let o = simlab(&["--help"]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    assert!(out.contains("Exit codes") && out.contains("simlab demo"));
+    let o = simlab(&["card", "auth", "--help"]);
+    assert!(text(&o).0.contains("--check"));
+}
