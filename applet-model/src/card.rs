@@ -11,6 +11,7 @@ use crate::algo::{self, Algorithm};
 use crate::apdu::Command;
 use crate::chv::{ChvError, PIN_LEN, Pin, Secret};
 use crate::fs::{self, Access, Arena, Kind, idx};
+use crate::state;
 use crate::status::Status;
 use crate::tlv::Writer;
 use subtle::ConstantTimeEq;
@@ -326,6 +327,99 @@ impl Card {
             self.pin2.puk.tries_left(),
             self.adm1.tries_left(),
         ]
+    }
+
+    /// Writes the persistent state (keys, codes and counters, SQN window, files) into `out`,
+    /// which must hold [`state::STATE_LEN`] bytes; returns the length written, 0 if too small.
+    pub fn save_state(&self, out: &mut [u8]) -> usize {
+        let Some(out) = out.get_mut(..state::STATE_LEN) else {
+            return 0;
+        };
+        let mut p = state::Put { buf: out, at: 0 };
+        p.bytes(&state::MAGIC);
+        p.byte(state::VERSION);
+        p.byte(
+            Algorithm::ALL
+                .iter()
+                .position(|&a| a == self.keys.algorithm)
+                .unwrap_or(0) as u8,
+        );
+        p.bytes(&self.keys.ki);
+        p.byte(self.keys.opc.is_some() as u8);
+        p.bytes(&self.keys.opc.unwrap_or([0; 16]));
+        for pin in [&self.pin1, &self.pin2] {
+            p.bytes(pin.pin.value());
+            p.byte(pin.pin.tries_left());
+            p.bytes(pin.puk.value());
+            p.byte(pin.puk.tries_left());
+            p.byte(pin.enabled as u8);
+        }
+        p.bytes(self.adm1.value());
+        p.byte(self.adm1.tries_left());
+        p.bytes(&self.sqn.highest.to_be_bytes());
+        for seq in self.sqn.seq {
+            p.bytes(&seq.to_be_bytes()[2..]);
+        }
+        p.bytes(self.arena.as_bytes());
+        let crc = state::crc32(&p.buf[..p.at]);
+        p.bytes(&crc.to_be_bytes());
+        p.at
+    }
+
+    /// Restores state written by [`Card::save_state`]. Checks everything before changing
+    /// anything: on error the card is untouched. Volatile state is reset, as after power-on.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), state::StateError> {
+        use state::StateError;
+        if bytes.len() != state::STATE_LEN {
+            return Err(StateError::BadLength {
+                expected: state::STATE_LEN,
+                actual: bytes.len(),
+            });
+        }
+        let (body, crc) = bytes.split_at(state::STATE_LEN - 4);
+        if body[..4] != state::MAGIC {
+            return Err(StateError::BadMagic);
+        }
+        if body[4] != state::VERSION {
+            return Err(StateError::UnsupportedVersion(body[4]));
+        }
+        if state::crc32(body).to_be_bytes() != crc {
+            return Err(StateError::BadChecksum);
+        }
+        let mut g = state::Get { buf: body, at: 5 };
+        let algorithm = *Algorithm::ALL
+            .get(g.byte() as usize)
+            .ok_or(StateError::BadValue("algorithm"))?;
+        let ki = g.array::<16>();
+        let has_opc = g.byte() != 0;
+        let opc = g.array::<16>();
+        let mut next = self.clone();
+        next.keys = Keys {
+            algorithm,
+            ki,
+            opc: has_opc.then_some(opc),
+        };
+        for pin in [&mut next.pin1, &mut next.pin2] {
+            pin.pin.restore_value(g.array());
+            pin.pin.restore_tries(g.byte());
+            pin.puk.restore_value(g.array());
+            pin.puk.restore_tries(g.byte());
+            pin.enabled = g.byte() != 0;
+        }
+        next.adm1.restore_value(g.array());
+        next.adm1.restore_tries(g.byte());
+        next.sqn.highest = u64::from_be_bytes(g.array());
+        for seq in next.sqn.seq.iter_mut() {
+            let b: [u8; 6] = g.array();
+            *seq = u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]);
+        }
+        next.arena
+            .as_bytes_mut()
+            .copy_from_slice(&g.array::<{ crate::fs::ARENA_SIZE }>());
+        next.reset();
+        next.dirty = false;
+        *self = next;
+        Ok(())
     }
 
     /// The SQN window, for inspection.
@@ -1122,3 +1216,69 @@ pub const ARR_RECORDS: [&[u8]; 6] = [
     ],
     &[0x80, 0x01, 0x03, 0x90, 0x00],
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{STATE_LEN, StateError};
+
+    fn card() -> Card {
+        let mut config = Config::new(Keys {
+            algorithm: Algorithm::Milenage,
+            ki: [1; 16],
+            opc: Some([2; 16]),
+        });
+        config.pin1_enabled = true;
+        Card::new(&config)
+    }
+
+    fn run(card: &mut Card, apdu: &[u8]) -> Status {
+        let mut resp = [0u8; RESPONSE_MAX];
+        let n = card.process(apdu, &mut resp);
+        Status::from_u16(u16::from_be_bytes([resp[n - 2], resp[n - 1]]))
+    }
+
+    #[test]
+    fn state_survives_save_and_restore_and_a_torn_copy_is_refused() {
+        let mut a = card();
+        assert_eq!(
+            run(&mut a, &[0x00, 0x20, 0x00, 0x01]),
+            Status::VerifyFailed { tries_left: 3 }
+        );
+        let wrong = [
+            0x00, 0x20, 0x00, 0x01, 0x08, b'9', b'9', b'9', b'9', 0xFF, 0xFF, 0xFF, 0xFF,
+        ];
+        assert_eq!(run(&mut a, &wrong), Status::VerifyFailed { tries_left: 2 });
+        assert!(a.take_dirty());
+        a.personalize(idx::EF_SPN, 0, b"\x01saved").unwrap();
+        let mut saved = [0u8; STATE_LEN];
+        assert_eq!(a.save_state(&mut saved), STATE_LEN);
+
+        let mut b = card();
+        b.restore_state(&saved).unwrap();
+        assert_eq!(b.tries()[0], 2);
+        assert_eq!(&b.file_content(idx::EF_SPN)[..6], b"\x01saved");
+
+        let mut torn = saved;
+        torn[STATE_LEN / 2] ^= 0x40;
+        let mut c = card();
+        assert_eq!(c.restore_state(&torn), Err(StateError::BadChecksum));
+        assert_eq!(c.tries()[0], 3, "a refused state changes nothing");
+        assert!(matches!(
+            c.restore_state(&saved[..10]),
+            Err(StateError::BadLength { .. })
+        ));
+        assert_eq!(c.save_state(&mut [0u8; 10]), 0);
+    }
+
+    #[test]
+    fn fcp_templates_fit_and_are_well_formed() {
+        let c = card();
+        for i in 0..fs::FILE_COUNT as u8 {
+            let mut buf = [0u8; 256];
+            let n = c.fcp(i, &mut buf);
+            assert_eq!(buf[0], 0x62);
+            assert_eq!(buf[1] as usize, n - 2, "{}", fs::def(i).unwrap().name);
+        }
+    }
+}

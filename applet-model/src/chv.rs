@@ -83,6 +83,16 @@ impl Secret {
     pub fn restore_tries(&mut self, tries: u8) {
         self.tries = tries.min(self.max);
     }
+
+    /// The value, for the card's own persistence only (never for a command response).
+    pub(crate) fn value(&self) -> &[u8; PIN_LEN] {
+        &self.value
+    }
+
+    /// Restores a persisted value without touching the counter.
+    pub(crate) fn restore_value(&mut self, value: [u8; PIN_LEN]) {
+        self.value = value;
+    }
 }
 
 /// A PIN with its PUK, enable flag and this session's verification state.

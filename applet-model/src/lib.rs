@@ -17,6 +17,7 @@ pub mod card;
 pub mod chv;
 pub mod encoding;
 pub mod fs;
+pub mod state;
 pub mod status;
 mod tlv;
 

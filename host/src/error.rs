@@ -39,6 +39,8 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::BadArgument { .. } | Error::Profile { .. } => 2,
+            // A reader name that matches nothing is a typo on the command line.
+            Error::Transport(crate::transport::TransportError::ReaderNotFound { .. }) => 2,
             Error::Card { .. }
             | Error::Malformed { .. }
             | Error::Transport(_)

@@ -3,9 +3,11 @@
 
 pub mod auc;
 pub mod cli;
+pub mod emulate;
 pub mod error;
 pub mod hex;
 pub mod profile;
 pub mod random;
 pub mod sim;
+pub mod trace;
 pub mod transport;

@@ -4,8 +4,17 @@
 //! libosmocore's `osmo-auc-gen`). On a developer's machine a missing component skips a test with
 //! a message; with `SIMLAB_HIL=require` (CI sets it) the same absence fails the test, so CI can
 //! never pass by silently testing nothing.
+//!
+//! Every process a test starts is owned by a guard that stops it (SIGTERM, then SIGKILL) and
+//! waits for it on drop, panics included: nothing outlives its test, and nothing is left as a
+//! zombie.
 
+use std::io::Read;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Whether missing dependencies must fail tests instead of skipping them.
 pub fn required() -> bool {
@@ -18,7 +27,7 @@ pub fn find_tool(tool: &str) -> Option<PathBuf> {
     if candidate.is_absolute() {
         return candidate.is_file().then(|| candidate.to_path_buf());
     }
-    let path = std::env::var_os("PATH")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|dir| dir.join(tool))
@@ -31,7 +40,22 @@ pub fn require(tool: &str) -> bool {
     if find_tool(tool).is_some() {
         return true;
     }
-    let why = format!("{tool} is not installed (scripts/setup installs it)");
+    missing(&format!(
+        "{tool} is not installed (scripts/setup installs it)"
+    ))
+}
+
+/// True when `path` exists; otherwise as [`require`].
+pub fn require_file(path: &str, package: &str) -> bool {
+    if Path::new(path).exists() {
+        return true;
+    }
+    missing(&format!(
+        "{path} is missing (Debian package {package}; scripts/setup installs it)"
+    ))
+}
+
+fn missing(why: &str) -> bool {
     if required() {
         panic!("SIMLAB_HIL=require: {why}");
     }
@@ -45,4 +69,324 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
+}
+
+/// A card profile in fixtures/cards.
+pub fn profile(name: &str) -> PathBuf {
+    workspace_root().join("fixtures/cards").join(name)
+}
+
+/// The `simlab` binary of this build, built once per test process so it is never stale.
+pub fn simlab_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let test_exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> → target/<profile>/simlab
+        let profile_dir = test_exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", "simlab", "--bin", "simlab"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p simlab failed");
+        profile_dir.join("simlab")
+    })
+}
+
+/// Runs `simlab` with arguments and returns its output.
+pub fn simlab(args: &[&str]) -> Output {
+    Command::new(simlab_bin())
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .expect("run simlab")
+}
+
+/// stdout and stderr as text.
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// stdout as JSON, or a panic that shows both streams.
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", text(o)))
+}
+
+/// A child process that is stopped and reaped when dropped.
+pub struct Process {
+    child: Option<Child>,
+    name: String,
+}
+
+impl Process {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Self {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Process {
+            child: Some(child),
+            name: name.to_string(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Its piped stdout, if it was started with one.
+    pub fn stdout(&mut self) -> Option<&mut std::process::ChildStdout> {
+        self.child.as_mut().and_then(|c| c.stdout.as_mut())
+    }
+
+    /// Sends a signal (SIGINT = Ctrl-C, SIGTERM, …).
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
+    /// Whether it has exited (and its exit status).
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Stops it with `signal`, waits up to `timeout`, then SIGKILLs; returns the exit status
+    /// and whatever it wrote to a piped stderr.
+    pub fn stop_with(
+        &mut self,
+        signal: i32,
+        timeout: Duration,
+    ) -> (Option<std::process::ExitStatus>, String) {
+        let Some(mut child) = self.child.take() else {
+            return (None, String::new());
+        };
+        if child.try_wait().ok().flatten().is_none() {
+            // SAFETY: as in `signal`.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+        let deadline = Instant::now() + timeout;
+        let mut status = None;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = child.try_wait() {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if status.is_none() {
+            eprintln!("{} did not stop within {timeout:?}; killing it", self.name);
+            let _ = child.kill();
+            status = child.wait().ok().filter(|_| false);
+        }
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop_with(libc::SIGTERM, Duration::from_secs(3));
+    }
+}
+
+/// The two readers one vpcd entry gives a pcscd, and the ports their virtual cards dial.
+pub const READERS: [(&str, u16); 2] = [("Virtual PCD 00 00", 35963), ("Virtual PCD 00 01", 35964)];
+
+const PCSCD_SOCKET: &str = "/run/pcscd/pcscd.comm";
+
+/// A pcscd with one vpcd entry, for one test at a time.
+///
+/// pcsc-lite's daemon socket is a fixed path, so one pcscd serves the machine: tests that need
+/// it hold [`Bench`], which serialises them. A pcscd this harness did not start is used as is
+/// when it already offers the vpcd readers (a developer's system daemon), and otherwise refused.
+pub struct Bench {
+    _pcscd: Option<Process>,
+    _conf: Option<PathBuf>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+static BENCH_LOCK: Mutex<()> = Mutex::new(());
+
+/// Holds the bench lock with no pcscd running, for tests of "pcscd is not running". `None`
+/// when a pcscd this harness did not start is running (it cannot be stopped from here).
+pub fn without_pcscd() -> Option<MutexGuard<'static, ()>> {
+    let lock = BENCH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if pcscd_running() {
+        eprintln!("skipping: a pcscd is running that this test did not start");
+        return None;
+    }
+    Some(lock)
+}
+
+fn spawn_pcscd(conf: &Path) -> Process {
+    let pcscd = Process::spawn(
+        "pcscd",
+        Command::new(find_tool("pcscd").expect("pcscd"))
+            .args(["-f", "-c"])
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(pcscd_running() && reader_names().len() >= 2) {
+        assert!(
+            Instant::now() < deadline,
+            "pcscd did not come up with its vpcd readers"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    pcscd
+}
+
+impl Bench {
+    /// Stops pcscd and starts it again, as a system update or a crash would. Only for a pcscd
+    /// this bench started.
+    pub fn restart_pcscd(&mut self) {
+        let conf = self
+            ._conf
+            .clone()
+            .expect("restart needs a pcscd this bench started");
+        self._pcscd.take();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pcscd_running() {
+            assert!(Instant::now() < deadline, "pcscd did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self._pcscd = Some(spawn_pcscd(&conf));
+    }
+
+    /// Starts pcscd (unless a suitable one runs). `None` (skip) when pcscd or vpcd are missing
+    /// and `SIMLAB_HIL` is not `require`.
+    pub fn start() -> Option<Self> {
+        let lock = BENCH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        if !require("pcscd")
+            || !require_file(
+                "/usr/lib/pcsc/drivers/serial/libifdvpcd.so",
+                "vsmartcard-vpcd",
+            )
+        {
+            return None;
+        }
+        if pcscd_running() {
+            let names = reader_names();
+            if READERS.iter().all(|(r, _)| names.iter().any(|n| n == r)) {
+                eprintln!("using the pcscd that is already running");
+                return Some(Bench {
+                    _pcscd: None,
+                    _conf: None,
+                    _lock: lock,
+                });
+            }
+            panic!(
+                "a pcscd without vpcd readers is running ({names:?}); stop it to run these tests"
+            );
+        }
+        let conf = std::env::temp_dir().join(format!("simlab-pcscd-{}", std::process::id()));
+        std::fs::create_dir_all(&conf).expect("conf dir");
+        std::fs::write(
+            conf.join("vpcd"),
+            format!(
+                "FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME /dev/null:0x{port:04X}\nLIBPATH /usr/lib/pcsc/drivers/serial/libifdvpcd.so\nCHANNELID 0x{port:04X}\n",
+                port = READERS[0].1
+            ),
+        )
+        .expect("write reader.conf");
+        let pcscd = spawn_pcscd(&conf);
+        Some(Bench {
+            _pcscd: Some(pcscd),
+            _conf: Some(conf),
+            _lock: lock,
+        })
+    }
+
+    /// Puts the card model with `profile` into reader `slot` (0 or 1) and waits until pcscd
+    /// sees it. Extra arguments go to `simlab emulate card` (e.g. `--state FILE`).
+    pub fn insert(&self, slot: usize, profile: &Path, extra: &[&str]) -> Process {
+        let (reader, port) = READERS[slot];
+        let mut cmd = Command::new(simlab_bin());
+        cmd.args(["emulate", "card", "--profile"])
+            .arg(profile)
+            .args(["--vpcd", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let card = Process::spawn("simlab emulate card", &mut cmd);
+        wait_for_card(reader, true, Duration::from_secs(10));
+        card
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        // Stop pcscd before releasing the lock (field order would drop the lock last anyway,
+        // but be explicit), then remove the configuration.
+        self._pcscd.take();
+        if let Some(conf) = self._conf.take() {
+            let _ = std::fs::remove_dir_all(conf);
+        }
+    }
+}
+
+/// Whether a pcscd answers on its socket.
+pub fn pcscd_running() -> bool {
+    std::os::unix::net::UnixStream::connect(PCSCD_SOCKET).is_ok()
+}
+
+/// Reader names as `simlab readers --json` reports them (empty if pcscd is unreachable).
+pub fn reader_names() -> Vec<String> {
+    readers_json()
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `simlab readers --json`, or `null` when it fails.
+pub fn readers_json() -> serde_json::Value {
+    let o = simlab(&["readers", "--json"]);
+    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits until `reader` has (or no longer has) a card.
+pub fn wait_for_card(reader: &str, present: bool, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let readers = readers_json();
+        let now = readers.as_array().and_then(|a| {
+            a.iter()
+                .find(|r| r["name"] == reader)
+                .map(|r| r["card_present"] == true)
+        });
+        if now == Some(present) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reader {reader:?} card_present={present} not reached in {timeout:?}: {readers}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether something listens on a local TCP port.
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
 }

@@ -1,18 +1,22 @@
 //! `simlab card …`: the card as a user sees it, through whichever transport was chosen.
 
+use super::Global;
 use super::Output;
 use crate::auc::{self, Expected};
 use crate::error::{Error, Result};
 use crate::hex;
 use crate::profile::Profile;
 use crate::sim::{self, AuthResult, Code, FileContent, Sim, VerifyOutcome};
-use crate::transport::Link;
+use crate::trace::{Side, Trace};
 use crate::transport::inproc::InProcess;
+use crate::transport::pcsc::{PcscOptions, PcscTransport};
+use crate::transport::{Link, Transport};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use simlab_applet::chv::pad_pin;
 use simlab_applet::encoding;
 use std::path::Path;
+use std::time::Duration;
 
 #[derive(Subcommand, Debug)]
 pub enum CardCommand {
@@ -54,6 +58,33 @@ profile is named) and exits 1 on a mismatch.")]
         #[arg(long, value_name = "PIN")]
         pin: Option<String>,
     },
+    /// Write an elementary file (whole records or bytes at an offset), then read it back.
+    #[command(after_help = "\
+Most files need ADM1 (--adm) or PIN1 (--pin) first. Before spending an ADM attempt the card's
+remaining ADM tries are read without spending one, and the write is refused when fewer than 2
+remain: three wrong ADM keys lock a programmable card for good.
+
+Example:
+  simlab --reader 0 card update SPN --data 0173696d6c6162ffffffffffffffffffff --adm 88888888")]
+    Update {
+        /// The file, e.g. SPN, MSISDN, USIM/UST.
+        file: String,
+        /// The bytes to write, in hex.
+        #[arg(long, value_name = "HEX")]
+        data: String,
+        /// For a linear fixed file: the record number (1-based).
+        #[arg(long, value_name = "N")]
+        record: Option<u8>,
+        /// For a transparent file: the byte offset.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        offset: usize,
+        /// Verify ADM1 first: 4-8 digits, or 16 hex digits for a raw key.
+        #[arg(long, value_name = "KEY")]
+        adm: Option<String>,
+        /// Verify PIN1 first.
+        #[arg(long, value_name = "PIN")]
+        pin: Option<String>,
+    },
     /// Verify PIN1 (or PIN2/ADM1); a wrong PIN spends a try, and the card tells how many remain.
     VerifyPin {
         /// The PIN: 4-8 digits.
@@ -72,25 +103,58 @@ pub enum CodeArg {
     Adm1,
 }
 
-/// Opens the card the global options name.
-fn connect(emulate: Option<&Path>, out: &Output) -> Result<(Sim, Option<Profile>)> {
-    let Some(path) = emulate else {
-        return Err(Error::arg(
-            "--emulate",
-            "no card given: name a profile with --emulate PROFILE.toml (PC/SC readers come with --reader)",
-        ));
+/// Opens the card the global options name: an emulated card, or a PC/SC reader.
+pub fn connect(global: &Global, out: &Output) -> Result<(Sim, Option<Profile>)> {
+    let (transport, profile): (Box<dyn Transport>, Option<Profile>) = match (
+        &global.emulate,
+        &global.reader,
+    ) {
+        (Some(path), _) => {
+            let profile = Profile::load(path)?;
+            out.detail(&format!(
+                "using the simlab card model from {}",
+                path.display()
+            ));
+            let card = InProcess::new(
+                profile.build_card(),
+                format!("emulated card {}", path.display()),
+            );
+            (Box::new(card), Some(profile))
+        }
+        (None, Some(reader)) => {
+            let wait = global
+                .wait
+                .map(|s| {
+                    if s.is_finite() && (0.0..=86_400.0).contains(&s) {
+                        Ok(Duration::from_secs_f64(s))
+                    } else {
+                        Err(Error::arg(
+                            "--wait",
+                            "must be a number of seconds from 0 to 86400",
+                        ))
+                    }
+                })
+                .transpose()?;
+            let options = PcscOptions {
+                exclusive: global.exclusive,
+                wait,
+            };
+            let transport = PcscTransport::connect(reader, &options)?;
+            out.detail(&format!("using PC/SC reader {:?}", transport.reader_name()));
+            (Box::new(transport), None)
+        }
+        (None, None) => {
+            return Err(Error::arg(
+                "--reader/--emulate",
+                "no card given: name a PC/SC reader with --reader (see `simlab readers`) or a profile with --emulate PROFILE.toml",
+            ));
+        }
     };
-    let profile = Profile::load(path)?;
-    let transport = InProcess::new(
-        profile.build_card(),
-        format!("emulated card {}", path.display()),
-    );
-    out.detail(&format!(
-        "using the simlab card model from {}",
-        path.display()
-    ));
-    let sim = Sim::open(Link::new(Box::new(transport)))?;
-    Ok((sim, Some(profile)))
+    let mut link = Link::new(transport);
+    if let Some(path) = &global.trace {
+        link.set_trace(Trace::create(path, Side::Host)?);
+    }
+    Ok((Sim::open(link)?, profile))
 }
 
 fn pin_arg(arg: &str, text: &str) -> Result<[u8; 8]> {
@@ -107,6 +171,117 @@ fn unlock(sim: &mut Sim, pin: Option<&str>) -> Result<()> {
     }
 }
 
+/// An ADM key as typed: 16 hex digits are a raw key, 4-8 digits an ASCII one (as pySim does).
+fn adm_arg(text: &str) -> Result<[u8; 8]> {
+    if text.len() == 16 {
+        return hex::decode_fixed::<8>("--adm", text);
+    }
+    pad_pin(text).ok_or_else(|| Error::arg("--adm", "must be 4-8 digits or 16 hex digits"))
+}
+
+/// The fewest ADM tries that must remain before simlab spends one.
+const ADM_SAFE_TRIES: u8 = 2;
+
+/// Verifies ADM1 without ever risking the last attempts: the counter is read first (an empty
+/// VERIFY spends nothing), and a card that cannot tell, or is low, is refused.
+fn unlock_adm(sim: &mut Sim, key: &[u8; 8]) -> Result<()> {
+    match sim.verify(Code::Adm1, None)? {
+        VerifyOutcome::Verified => return Ok(()),
+        VerifyOutcome::Wrong {
+            tries_left: Some(n),
+        } if n >= ADM_SAFE_TRIES => {}
+        VerifyOutcome::Wrong {
+            tries_left: Some(n),
+        } => {
+            return Err(Error::Mismatch {
+                what: format!("ADM1 has only {n} tries left: refusing to risk locking the card"),
+            });
+        }
+        VerifyOutcome::Blocked => {
+            return Err(Error::Mismatch {
+                what: "ADM1 is blocked".into(),
+            });
+        }
+        _ => {
+            return Err(Error::Mismatch {
+                what: "the card does not report its ADM1 tries: refusing to guess".into(),
+            });
+        }
+    }
+    match sim.verify(Code::Adm1, Some(key))? {
+        VerifyOutcome::Verified => Ok(()),
+        other => Err(verify_error(Code::Adm1, other)),
+    }
+}
+
+fn update(
+    out: &Output,
+    sim: &mut Sim,
+    file: &sim::StandardFile,
+    data: &[u8],
+    record: Option<u8>,
+    offset: usize,
+) -> Result<i32> {
+    let back = match (sim.select(file.location)?, record) {
+        (sim::Structure::Transparent { size }, None) => {
+            if offset + data.len() > size {
+                return Err(Error::arg(
+                    "--data",
+                    format!(
+                        "{} bytes at offset {offset} do not fit the {size}-byte file",
+                        data.len()
+                    ),
+                ));
+            }
+            sim.update_binary(offset, data)?;
+            let all = sim.read_binary(size)?;
+            all[offset..offset + data.len()].to_vec()
+        }
+        (
+            sim::Structure::LinearFixed {
+                record_len,
+                records,
+            },
+            Some(n),
+        ) => {
+            if n == 0 || n as usize > records {
+                return Err(Error::arg(
+                    "--record",
+                    format!("the file has records 1 to {records}"),
+                ));
+            }
+            if data.len() != record_len {
+                return Err(Error::arg(
+                    "--data",
+                    format!("a record is {record_len} bytes, got {}", data.len()),
+                ));
+            }
+            sim.update_record(n, data)?;
+            sim.read_record(n, record_len)?
+        }
+        (sim::Structure::LinearFixed { .. }, None) => {
+            return Err(Error::arg(
+                "--record",
+                "the file is linear fixed: say which record",
+            ));
+        }
+        (_, Some(_)) => return Err(Error::arg("--record", "the file is not linear fixed")),
+        (sim::Structure::Other, None) => {
+            return Err(Error::arg("FILE", "not a transparent or linear fixed EF"));
+        }
+    };
+    let verified = back == data;
+    let text = format!(
+        "wrote {} bytes to {}; read back {}\n",
+        data.len(),
+        file.name,
+        if verified { "identical" } else { "DIFFERENT" }
+    );
+    let json = json!({ "file": file.name, "written": data.len(), "read_back": hex::encode(&back), "verified": verified });
+    out.result(&text, &json)?;
+    Ok(if verified { 0 } else { 1 })
+}
+
 fn verify_error(code: Code, outcome: VerifyOutcome) -> Error {
     let what = match outcome {
         VerifyOutcome::Wrong {
@@ -120,12 +295,12 @@ fn verify_error(code: Code, outcome: VerifyOutcome) -> Error {
     Error::Mismatch { what }
 }
 
-pub fn run(out: &Output, emulate: Option<&Path>, cmd: &CardCommand) -> Result<i32> {
+pub fn run(out: &Output, global: &Global, cmd: &CardCommand) -> Result<i32> {
     if let CardCommand::Read { list: true, .. } = cmd {
         return list_files(out);
     }
     // Validate every argument before touching the card.
-    let (mut sim, profile) = connect(emulate, out)?;
+    let (mut sim, profile) = connect(global, out)?;
     match cmd {
         CardCommand::Info { pin } => {
             unlock(&mut sim, pin.as_deref())?;
@@ -156,12 +331,41 @@ pub fn run(out: &Output, emulate: Option<&Path>, cmd: &CardCommand) -> Result<i3
             let check_profile = match check {
                 None => None,
                 Some(p) if p.is_empty() => Some(profile.clone().ok_or_else(|| {
-                    Error::arg("--check", "name a profile: the card is not emulated")
+                    Error::arg(
+                        "--check",
+                        "name the card's profile (--check PROFILE): the card is not emulated",
+                    )
                 })?),
                 Some(p) => Some(Profile::load(Path::new(p))?),
             };
             unlock(&mut sim, pin.as_deref())?;
             auth(out, &mut sim, &rand, autn.as_ref(), check_profile.as_ref())
+        }
+        CardCommand::Update {
+            file,
+            data,
+            record,
+            offset,
+            adm,
+            pin,
+        } => {
+            let name = file.as_str();
+            let file = sim::find_file(name).ok_or_else(|| {
+                Error::arg(
+                    "FILE",
+                    format!("unknown file {name:?} (simlab card read --list shows the known ones)"),
+                )
+            })?;
+            let data = hex::decode("--data", data)?;
+            if data.is_empty() {
+                return Err(Error::arg("--data", "nothing to write"));
+            }
+            let adm = adm.as_deref().map(adm_arg).transpose()?;
+            unlock(&mut sim, pin.as_deref())?;
+            if let Some(key) = adm {
+                unlock_adm(&mut sim, &key)?;
+            }
+            update(out, &mut sim, file, &data, *record, *offset)
         }
         CardCommand::VerifyPin { pin, code } => {
             let value = pin_arg("--pin", pin)?;

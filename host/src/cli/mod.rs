@@ -4,6 +4,8 @@
 mod algo;
 mod card;
 mod demo;
+mod emulate;
+mod readers;
 
 use crate::error::{Error, Result};
 use clap::{Parser, Subcommand};
@@ -16,9 +18,11 @@ const ABOUT: &str = "Hardware-in-the-loop toolkit for SIM and smart-card work.";
 const LONG_ABOUT: &str = "\
 Hardware-in-the-loop toolkit for SIM and smart-card work.
 
-simlab talks to SIM cards and USIMs through a transport. Today that is the simlab card model
-running in-process (--emulate PROFILE.toml); PC/SC readers, serial tokens and modems follow.
-The AuC side of authentication needs no card at all (simlab algo).
+simlab talks to SIM cards and USIMs through a transport: a PC/SC reader (--reader, see
+`simlab readers`), or the simlab card model in-process (--emulate PROFILE.toml). The card model
+can also sit behind the real pcscd as a virtual card (`simlab emulate card`), so every command
+works the same against real and emulated cards. The AuC side of authentication needs no card at
+all (simlab algo).
 
 Exit codes: 0 success, 1 the card or a check said no, 2 bad input or usage.";
 
@@ -26,26 +30,58 @@ const AFTER_HELP: &str = "\
 Examples:
   simlab demo
   simlab algo comp128v1 --ki 112233445566778899aabbccddeeff00 --rand 2233445566778899aabbccddeeff0011
+  simlab readers
+  simlab --reader 0 card info
+  simlab emulate card --profile fixtures/cards/usim-milenage.toml &   # then: --reader 0
   simlab --emulate fixtures/cards/usim-milenage.toml card info
   simlab --emulate fixtures/cards/usim-milenage.toml card auth --rand 23553cbe9637a89d218ae64dae47bf35 --check";
 
 #[derive(Parser, Debug)]
 #[command(name = "simlab", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
 struct Cli {
-    /// Use the simlab card model, personalised from this profile (fixtures/cards/*.toml).
-    #[arg(long, global = true, value_name = "PROFILE.toml")]
-    emulate: Option<PathBuf>,
-
-    /// Print machine-readable JSON on stdout (logs and progress stay on stderr).
-    #[arg(long, global = true)]
-    json: bool,
-
-    /// Say more on stderr about what happens.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    global: Global,
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options every command understands: which card, and how to watch the conversation.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Use the simlab card model, personalised from this profile (fixtures/cards/*.toml).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PROFILE.toml",
+        conflicts_with = "reader"
+    )]
+    pub emulate: Option<PathBuf>,
+
+    /// Use a PC/SC reader: its index in `simlab readers`, its name, or a unique part of it.
+    #[arg(long, global = true, value_name = "NAME|INDEX")]
+    pub reader: Option<String>,
+
+    /// With --reader: wait up to this many seconds for a card to be inserted.
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub wait: Option<f64>,
+
+    /// With --reader: connect exclusively, so no other process can talk to the card meanwhile.
+    #[arg(long, global = true)]
+    pub exclusive: bool,
+
+    /// Write every APDU to this file, with time, direction and command name. PINs, ADM keys
+    /// and key material are blanked.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+
+    /// Print machine-readable JSON on stdout (logs and progress stay on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Say more on stderr about what happens.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,6 +91,11 @@ enum Command {
     /// Read, authenticate and verify PINs on a card.
     #[command(subcommand)]
     Card(card::CardCommand),
+    /// List PC/SC readers, whether a card is present, and its ATR.
+    Readers,
+    /// Run an emulator: the card model as a virtual card behind pcscd (vpcd).
+    #[command(subcommand)]
+    Emulate(emulate::EmulateCommand),
     /// Tell the simlab story end to end on emulated hardware.
     Demo,
 }
@@ -111,12 +152,14 @@ pub fn main() -> i32 {
         }
     };
     let out = Output {
-        json: cli.json,
-        verbose: cli.verbose,
+        json: cli.global.json,
+        verbose: cli.global.verbose,
     };
     let result = match cli.command {
         Command::Algo(args) => algo::run(&out, &args),
-        Command::Card(cmd) => card::run(&out, cli.emulate.as_deref(), &cmd),
+        Command::Card(cmd) => card::run(&out, &cli.global, &cmd),
+        Command::Readers => readers::run(&out),
+        Command::Emulate(cmd) => emulate::run(&out, &cli.global, &cmd),
         Command::Demo => demo::run(&out),
     };
     match result {

@@ -3,13 +3,37 @@
 //! right Le), so no command code ever sees them.
 
 pub mod inproc;
+pub mod pcsc;
 
+use crate::trace::Trace;
 use simlab_applet::{Command, Status};
 use std::fmt;
 
 /// Why a transport could not deliver a command or its answer.
 #[derive(Debug)]
 pub enum TransportError {
+    /// The PC/SC service (pcscd) is not running or not reachable.
+    NoService,
+    /// pcscd runs but has no reader.
+    NoReaders,
+    /// `--reader` names no reader (by index or name); lists the ones there are.
+    ReaderNotFound {
+        wanted: String,
+        available: Vec<String>,
+    },
+    /// The reader is empty.
+    NoCard { reader: String },
+    /// No card arrived in time.
+    Timeout {
+        reader: String,
+        waited: std::time::Duration,
+    },
+    /// The card was removed (or reset by someone else) in the middle of a command.
+    CardRemoved { reader: String },
+    /// Another process holds the reader exclusively.
+    ReaderBusy { reader: String },
+    /// Any other PC/SC failure: the operation and pcsc-lite's description.
+    Pcsc { op: &'static str, reason: String },
     /// The card's answer was shorter than a status word, or otherwise not an R-APDU.
     BadResponse { reason: String },
     /// The command could not be encoded (too long for any APDU).
@@ -23,6 +47,26 @@ pub enum TransportError {
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            TransportError::NoService => f.write_str(
+                "the PC/SC service is not running (start pcscd, e.g. `pcscd -f` or `systemctl start pcscd`)",
+            ),
+            TransportError::NoReaders => f.write_str("pcscd runs but sees no card reader"),
+            TransportError::ReaderNotFound { wanted, available } => write!(
+                f,
+                "no reader {wanted:?}; readers: {}",
+                if available.is_empty() { "none".to_string() } else { available.iter().enumerate().map(|(i, r)| format!("[{i}] {r}")).collect::<Vec<_>>().join(", ") }
+            ),
+            TransportError::NoCard { reader } => write!(f, "no card in reader {reader:?}"),
+            TransportError::Timeout { reader, waited } => {
+                write!(f, "no card in reader {reader:?} after waiting {:.1} s", waited.as_secs_f64())
+            }
+            TransportError::CardRemoved { reader } => {
+                write!(f, "the card was removed from {reader:?} during the command")
+            }
+            TransportError::ReaderBusy { reader } => {
+                write!(f, "reader {reader:?} is in use by another process (held exclusively, or shared while --exclusive was asked)")
+            }
+            TransportError::Pcsc { op, reason } => write!(f, "PC/SC {op}: {reason}"),
             TransportError::BadResponse { reason } => write!(f, "bad response from card: {reason}"),
             TransportError::BadCommand { reason } => write!(f, "cannot encode command: {reason}"),
             TransportError::T0Loop => {
@@ -57,14 +101,23 @@ pub struct Reply {
 /// The most exchanges one logical command may take (GET RESPONSE chains included).
 const MAX_EXCHANGES: usize = 32;
 
-/// A transport plus the T=0 rules.
+/// A transport plus the T=0 rules, and the transcript if one is wanted.
 pub struct Link {
     transport: Box<dyn Transport>,
+    trace: Option<Trace>,
 }
 
 impl Link {
     pub fn new(transport: Box<dyn Transport>) -> Self {
-        Link { transport }
+        Link {
+            transport,
+            trace: None,
+        }
+    }
+
+    /// Records every exchange from now on.
+    pub fn set_trace(&mut self, trace: Trace) {
+        self.trace = Some(trace);
     }
 
     /// The transport underneath.
@@ -115,6 +168,9 @@ impl Link {
                 reason: e.to_string(),
             })?;
         let raw = self.transport.transmit_raw(&buf)?;
+        if let Some(trace) = &mut self.trace {
+            trace.exchange(&buf, &raw);
+        }
         if raw.len() < 2 {
             return Err(TransportError::BadResponse {
                 reason: format!("{} byte(s), shorter than a status word", raw.len()),
