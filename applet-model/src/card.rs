@@ -7,14 +7,16 @@
 //! waiting for GET RESPONSE, and a wrong Le is answered with the right one (`6Cxx`/`67xx`), so a
 //! host's T=0 handling is exercised by the model exactly as by a real card.
 
-use crate::algo::{self, Algorithm};
+use crate::algo::Algorithm;
 use crate::apdu::Command;
+pub use crate::auth::Keys;
+use crate::auth::{AkaError, SqnWindow, Subscriber};
 use crate::chv::{ChvError, PIN_LEN, Pin, Secret};
 use crate::fs::{self, Access, Arena, Kind, idx};
 use crate::state;
 use crate::status::Status;
 use crate::tlv::Writer;
-use subtle::ConstantTimeEq;
+use crate::token::{self, Token};
 
 /// The largest response `process` writes: 256 data bytes and the status word. A response buffer
 /// of this size never truncates.
@@ -28,16 +30,6 @@ pub const SIMLAB_ATR: &[u8] = &[
 
 /// The longest ATR ISO 7816-3 allows.
 pub const ATR_MAX: usize = 33;
-
-/// The subscriber keys. They go in at personalisation and no command reads them back.
-#[derive(Clone)]
-pub struct Keys {
-    pub algorithm: Algorithm,
-    /// Ki (2G) or K (3G).
-    pub ki: [u8; 16],
-    /// OPc, required for Milenage.
-    pub opc: Option<[u8; 16]>,
-}
 
 /// Everything needed to build a card; the host fills it from a profile.
 #[derive(Clone)]
@@ -55,6 +47,9 @@ pub struct Config {
     pub adm1_tries: u8,
     pub atr: [u8; ATR_MAX],
     pub atr_len: usize,
+    /// Seeds the token applet's DRBG: must be unique per card (the host draws it from the OS
+    /// RNG, a microcontroller from its TRNG).
+    pub token_seed: [u8; 32],
 }
 
 impl Config {
@@ -76,51 +71,8 @@ impl Config {
             adm1_tries: 3,
             atr,
             atr_len: SIMLAB_ATR.len(),
+            token_seed: [0; 32],
         }
-    }
-}
-
-/// The USIM's record of accepted sequence numbers (TS 33.102 Annex C.2): one SEQ per IND slot
-/// so that vectors used out of order in different VLRs/SGSNs are still accepted once each.
-#[derive(Clone, Debug)]
-pub struct SqnWindow {
-    seq: [u64; SQN_SLOTS],
-    highest: u64,
-}
-
-/// IND is the low 5 bits of SQN (TS 33.102 C.3.2 suggests a = 32 slots).
-const IND_BITS: u32 = 5;
-const SQN_SLOTS: usize = 1 << IND_BITS;
-/// The largest jump ahead the card accepts (Δ in TS 33.102 C.2.1), so that a stolen vector far
-/// in the future cannot be used to exhaust the sequence space.
-const SQN_DELTA: u64 = 1 << 28;
-const SQN_MASK: u64 = (1 << 48) - 1;
-
-impl SqnWindow {
-    fn new(highest: u64) -> Self {
-        let highest = highest & SQN_MASK;
-        let mut seq = [0; SQN_SLOTS];
-        seq[(highest as usize) & (SQN_SLOTS - 1)] = highest >> IND_BITS;
-        SqnWindow { seq, highest }
-    }
-
-    /// Accepts and records `sqn` when it is fresh; leaves the window unchanged otherwise.
-    fn accept(&mut self, sqn: u64) -> bool {
-        let slot = (sqn as usize) & (SQN_SLOTS - 1);
-        let seq = sqn >> IND_BITS;
-        let fresh = seq > self.seq[slot] && seq <= (self.highest >> IND_BITS) + SQN_DELTA;
-        if fresh {
-            self.seq[slot] = seq;
-            if seq > self.highest >> IND_BITS {
-                self.highest = sqn;
-            }
-        }
-        fresh
-    }
-
-    /// SQN_MS, the highest sequence number accepted so far: what AUTS reports.
-    pub fn highest(&self) -> u64 {
-        self.highest
     }
 }
 
@@ -227,12 +179,12 @@ enum CodeRef {
 #[derive(Clone)]
 pub struct Card {
     arena: Arena,
-    keys: Keys,
+    sub: Subscriber,
+    token: Token,
     pin1: Pin,
     pin2: Pin,
     adm1: Secret,
     adm1_verified: bool,
-    sqn: SqnWindow,
     atr: [u8; ATR_MAX],
     atr_len: usize,
     /// Set whenever state that must survive a power cut changes; see [`Card::take_dirty`].
@@ -242,6 +194,9 @@ pub struct Card {
     current_ef: Option<u8>,
     record: u8,
     usim_active: bool,
+    /// The token applet is selected: CLA 00/80 commands other than SELECT and GET RESPONSE go
+    /// to it.
+    token_active: bool,
     pending: [u8; 256],
     pending_len: usize,
 }
@@ -252,12 +207,12 @@ impl Card {
         let atr_len = config.atr_len.min(ATR_MAX);
         let mut card = Card {
             arena: Arena::default(),
-            keys: config.keys.clone(),
+            sub: Subscriber::new(config.keys.clone(), config.sqn),
+            token: Token::new(&config.token_seed),
             pin1: Pin::new(config.pin1, config.puk1, config.pin1_enabled),
             pin2: Pin::new(config.pin2, config.puk2, true),
             adm1: Secret::new(config.adm1, config.adm1_tries),
             adm1_verified: false,
-            sqn: SqnWindow::new(config.sqn),
             atr: config.atr,
             atr_len,
             dirty: false,
@@ -265,6 +220,7 @@ impl Card {
             current_ef: None,
             record: 0,
             usim_active: false,
+            token_active: false,
             pending: [0; 256],
             pending_len: 0,
         };
@@ -283,6 +239,8 @@ impl Card {
         self.current_ef = None;
         self.record = 0;
         self.usim_active = false;
+        self.token_active = false;
+        self.token.reset();
         self.pending_len = 0;
         self.pin1.verified = false;
         self.pin2.verified = false;
@@ -316,6 +274,8 @@ impl Card {
     /// saves state when this is true, before it sends the response.
     pub fn take_dirty(&mut self) -> bool {
         core::mem::take(&mut self.dirty)
+            | core::mem::take(&mut self.sub.dirty)
+            | self.token.take_dirty()
     }
 
     /// Remaining tries of PIN1, PUK1, PIN2, PUK2 and ADM1, as `simlab card info` shows them.
@@ -341,12 +301,12 @@ impl Card {
         p.byte(
             Algorithm::ALL
                 .iter()
-                .position(|&a| a == self.keys.algorithm)
+                .position(|&a| a == self.sub.keys.algorithm)
                 .unwrap_or(0) as u8,
         );
-        p.bytes(&self.keys.ki);
-        p.byte(self.keys.opc.is_some() as u8);
-        p.bytes(&self.keys.opc.unwrap_or([0; 16]));
+        p.bytes(&self.sub.keys.ki);
+        p.byte(self.sub.keys.opc.is_some() as u8);
+        p.bytes(&self.sub.keys.opc.unwrap_or([0; 16]));
         for pin in [&self.pin1, &self.pin2] {
             p.bytes(pin.pin.value());
             p.byte(pin.pin.tries_left());
@@ -356,11 +316,13 @@ impl Card {
         }
         p.bytes(self.adm1.value());
         p.byte(self.adm1.tries_left());
-        p.bytes(&self.sqn.highest.to_be_bytes());
-        for seq in self.sqn.seq {
+        p.bytes(&self.sub.sqn.highest.to_be_bytes());
+        for seq in self.sub.sqn.seq {
             p.bytes(&seq.to_be_bytes()[2..]);
         }
         p.bytes(self.arena.as_bytes());
+        let at = p.at;
+        p.at += self.token.save_state(&mut p.buf[at..at + token::STATE_LEN]);
         let crc = state::crc32(&p.buf[..p.at]);
         p.bytes(&crc.to_be_bytes());
         p.at
@@ -394,7 +356,7 @@ impl Card {
         let has_opc = g.byte() != 0;
         let opc = g.array::<16>();
         let mut next = self.clone();
-        next.keys = Keys {
+        next.sub.keys = Keys {
             algorithm,
             ki,
             opc: has_opc.then_some(opc),
@@ -408,8 +370,8 @@ impl Card {
         }
         next.adm1.restore_value(g.array());
         next.adm1.restore_tries(g.byte());
-        next.sqn.highest = u64::from_be_bytes(g.array());
-        for seq in next.sqn.seq.iter_mut() {
+        next.sub.sqn.highest = u64::from_be_bytes(g.array());
+        for seq in next.sub.sqn.seq.iter_mut() {
             let b: [u8; 6] = g.array();
             *seq = u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]);
         }
@@ -424,7 +386,7 @@ impl Card {
 
     /// The SQN window, for inspection.
     pub fn sqn(&self) -> &SqnWindow {
-        &self.sqn
+        &self.sub.sqn
     }
 
     /// Processes one command APDU and writes the response (data, then SW1 SW2) into `rapdu`,
@@ -463,7 +425,23 @@ impl Card {
             self.pending_len = 0;
         }
         let result = match (dialect, cmd.ins) {
-            (_, 0xA4) => self.select(dialect, cmd, scratch),
+            (Dialect::Uicc, 0xA4)
+                if cmd.p1 == 0x04 && token::AID.starts_with(cmd.data) && !cmd.data.is_empty() =>
+            {
+                self.token_active = true;
+                self.select_token(cmd, scratch)
+            }
+            (_, 0xA4) => {
+                self.token_active = false;
+                self.select(dialect, cmd, scratch)
+            }
+            (Dialect::Uicc, ins) if self.token_active && ins != 0xC0 => {
+                match self.token.process(cmd, &mut self.sub, scratch) {
+                    Ok(0) => Ok(Out::Done),
+                    Ok(n) => Ok(Out::Pending(n)),
+                    Err(status) => Err(Fail::Raw(status)),
+                }
+            }
             (_, 0xC0) => self.get_response(dialect, cmd, scratch),
             (_, 0xF2) => self.status(dialect, cmd, scratch),
             (_, 0xB0) => self.read_binary(dialect, cmd, scratch),
@@ -503,6 +481,19 @@ impl Card {
     }
 
     // ----- selection -------------------------------------------------------------------------
+
+    /// SELECT of the token applet: its FCI (6F, with the AID in 84) unless P2 says no data.
+    fn select_token(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
+        self.token.reset();
+        if cmd.p2 & 0x0C == 0x0C {
+            return Ok(Out::Done);
+        }
+        let mut w = Writer::new(scratch);
+        let fci = w.open(0x6F);
+        w.tlv(0x84, &token::AID);
+        w.close(fci);
+        Ok(Out::Pending(w.len()))
+    }
 
     /// Files reachable by FID from the current DF (TS 51.011 6.5, TS 102 221 8.4.1): the MF,
     /// the current DF, its children, its parent, and the parent's and the MF's child DFs.
@@ -1065,13 +1056,9 @@ impl Card {
     }
 
     fn gsm_auth(&self, rand: &[u8; 16]) -> Result<([u8; 4], [u8; 8]), Fail> {
-        algo::run_2g(
-            self.keys.algorithm,
-            &self.keys.ki,
-            self.keys.opc.as_ref(),
-            rand,
-        )
-        .ok_or(Fail::Raw(Status::ConditionsNotSatisfied))
+        self.sub
+            .gsm(rand)
+            .ok_or(Fail::Raw(Status::ConditionsNotSatisfied))
     }
 
     fn authenticate(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
@@ -1111,64 +1098,25 @@ impl Card {
             return Err(Fail::WrongLc);
         };
         let autn: &[u8; 16] = autn.try_into().map_err(|_| Fail::WrongLc)?;
-        if !self.keys.algorithm.is_3g() {
-            return Err(Fail::Raw(Status::AuthContextNotSupported));
-        }
-        let zero_sqn = [0u8; 6];
-        let amf: [u8; 2] = [autn[6], autn[7]];
-        // AK does not depend on SQN, so one run with a zero SQN yields it.
-        let probe = algo::run_3g(
-            self.keys.algorithm,
-            &self.keys.ki,
-            self.keys.opc.as_ref(),
-            rand,
-            &zero_sqn,
-            &amf,
-        )
-        .ok_or(Fail::Raw(Status::ConditionsNotSatisfied))?;
-        let mut sqn = [0u8; 6];
-        for i in 0..6 {
-            sqn[i] = autn[i] ^ probe.ak[i];
-        }
-        let v = algo::run_3g(
-            self.keys.algorithm,
-            &self.keys.ki,
-            self.keys.opc.as_ref(),
-            rand,
-            &sqn,
-            &amf,
-        )
-        .ok_or(Fail::Raw(Status::ConditionsNotSatisfied))?;
-        if !bool::from(v.mac_a.ct_eq(&autn[8..16])) {
-            return Err(Fail::Raw(Status::AuthMacFailure));
-        }
-        let sqn_value = u64::from_be_bytes([0, 0, sqn[0], sqn[1], sqn[2], sqn[3], sqn[4], sqn[5]]);
         let mut w = Writer::new(scratch);
-        if !self.sqn.accept(sqn_value) {
-            // Resynchronisation: AUTS = (SQN_MS ⊕ AK*) ‖ MAC-S, with the dummy AMF 0000.
-            let ms = self.sqn.highest().to_be_bytes();
-            let sqn_ms: [u8; 6] = [ms[2], ms[3], ms[4], ms[5], ms[6], ms[7]];
-            let resync = algo::run_3g(
-                self.keys.algorithm,
-                &self.keys.ki,
-                self.keys.opc.as_ref(),
-                rand,
-                &sqn_ms,
-                &[0, 0],
-            )
-            .ok_or(Fail::Raw(Status::ConditionsNotSatisfied))?;
-            let auts = resync.auts(&sqn_ms);
-            w.byte(0xDC);
-            w.lv(&auts);
-            return Ok(Out::Pending(w.len()));
+        match self.sub.aka(rand, autn) {
+            Ok(ok) => {
+                w.byte(0xDB);
+                w.lv(ok.res());
+                w.lv(&ok.ck);
+                w.lv(&ok.ik);
+                w.lv(&ok.kc);
+            }
+            Err(AkaError::SyncFailure { auts }) => {
+                w.byte(0xDC);
+                w.lv(&auts);
+            }
+            Err(AkaError::MacFailure) => return Err(Fail::Raw(Status::AuthMacFailure)),
+            Err(AkaError::ContextNotSupported) => {
+                return Err(Fail::Raw(Status::AuthContextNotSupported));
+            }
+            Err(AkaError::MissingKey) => return Err(Fail::Raw(Status::ConditionsNotSatisfied)),
         }
-        self.dirty = true;
-        let (_, kc) = algo::conv::gsm_view(&v);
-        w.byte(0xDB);
-        w.lv(v.res());
-        w.lv(&v.ck);
-        w.lv(&v.ik);
-        w.lv(&kc);
         Ok(Out::Pending(w.len()))
     }
 }

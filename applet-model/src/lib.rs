@@ -13,6 +13,7 @@
 
 pub mod algo;
 pub mod apdu;
+pub mod auth;
 pub mod card;
 pub mod chv;
 pub mod encoding;
@@ -20,6 +21,7 @@ pub mod fs;
 pub mod state;
 pub mod status;
 mod tlv;
+pub mod token;
 
 pub use apdu::{ApduError, Case, Command, Response};
 pub use card::{Card, Config, Keys};

@@ -17,8 +17,19 @@ const PIN_BLOCK: usize = 8 + 1 + 8 + 1 + 1;
 const SQN_BLOCK: usize = 8 + 32 * 6;
 
 /// The exact length of a saved state.
-pub const STATE_LEN: usize =
-    4 + 1 + 1 + 16 + 1 + 16 + 2 * PIN_BLOCK + 8 + 1 + SQN_BLOCK + ARENA_SIZE + 4;
+pub const STATE_LEN: usize = 4
+    + 1
+    + 1
+    + 16
+    + 1
+    + 16
+    + 2 * PIN_BLOCK
+    + 8
+    + 1
+    + SQN_BLOCK
+    + ARENA_SIZE
+    + crate::token::STATE_LEN
+    + 4;
 
 /// Why saved state cannot be restored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

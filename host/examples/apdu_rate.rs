@@ -30,7 +30,7 @@ fn main() {
         }
         "--emulate" => {
             let profile = Profile::load(Path::new(target)).expect("profile");
-            Box::new(InProcess::new(profile.build_card(), "bench"))
+            Box::new(InProcess::new(profile.build_card().expect("card"), "bench"))
         }
         other => panic!("unknown transport {other}"),
     };

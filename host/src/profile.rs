@@ -338,8 +338,13 @@ impl Profile {
         }
     }
 
-    /// A freshly personalised card model for this profile.
-    pub fn build_card(&self) -> Card {
+    /// A freshly personalised card model for this profile, its token DRBG seeded from the OS.
+    pub fn build_card(&self) -> Result<Card> {
+        Ok(self.build_card_seeded(crate::random::bytes::<32>()?))
+    }
+
+    /// As [`Profile::build_card`] with a given token seed (tests want reproducible cards).
+    pub fn build_card_seeded(&self, token_seed: [u8; 32]) -> Card {
         let mut config = Config::new(self.keys());
         config.sqn = self.sqn;
         config.pin1 = self.pin1;
@@ -349,6 +354,7 @@ impl Profile {
         config.puk2 = self.puk2;
         config.adm1 = self.adm1;
         config.adm1_tries = self.adm1_tries;
+        config.token_seed = token_seed;
         debug_assert!(config.atr_len <= ATR_MAX);
         let mut card = Card::new(&config);
         for (file, offset, bytes) in self.file_contents() {
@@ -519,7 +525,7 @@ adm1 = "88888888"
     #[test]
     fn every_file_content_fits_its_file() {
         let p = parse("msisdn = \"+4912345678\"\nspn = \"simlab\"\n").unwrap();
-        let mut card = p.build_card();
+        let mut card = p.build_card_seeded([7; 32]);
         for (file, offset, bytes) in p.file_contents() {
             card.personalize(file, offset, &bytes).unwrap();
         }

@@ -103,8 +103,18 @@ pub enum CodeArg {
     Adm1,
 }
 
-/// Opens the card the global options name: an emulated card, or a PC/SC reader.
+/// Opens the card the global options name and starts a SIM session on it.
 pub fn connect(global: &Global, out: &Output) -> Result<(Sim, Option<Profile>)> {
+    let (transport, profile) = open_transport(global, out)?;
+    Ok((Sim::open(open_link(transport, global)?)?, profile))
+}
+
+/// The transport the global options name: an emulated card (with its profile), a PC/SC
+/// reader, a modem's SIM, or a serial token.
+pub fn open_transport(
+    global: &Global,
+    out: &Output,
+) -> Result<(Box<dyn Transport>, Option<Profile>)> {
     let (transport, profile): (Box<dyn Transport>, Option<Profile>) = match (
         &global.emulate,
         &global.reader,
@@ -116,7 +126,7 @@ pub fn connect(global: &Global, out: &Output) -> Result<(Sim, Option<Profile>)> 
                 path.display()
             ));
             let card = InProcess::new(
-                profile.build_card(),
+                profile.build_card()?,
                 format!("emulated card {}", path.display()),
             );
             (Box::new(card), Some(profile))
@@ -150,11 +160,17 @@ pub fn connect(global: &Global, out: &Output) -> Result<(Sim, Option<Profile>)> 
             ));
         }
     };
+    Ok((transport, profile))
+}
+
+/// A link over `transport`, traced when --trace was given; for commands that are not SIM
+/// sessions (the token applet), too.
+pub fn open_link(transport: Box<dyn Transport>, global: &Global) -> Result<Link> {
     let mut link = Link::new(transport);
     if let Some(path) = &global.trace {
         link.set_trace(Trace::create(path, Side::Host)?);
     }
-    Ok((Sim::open(link)?, profile))
+    Ok(link)
 }
 
 fn pin_arg(arg: &str, text: &str) -> Result<[u8; 8]> {

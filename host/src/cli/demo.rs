@@ -60,7 +60,7 @@ pub fn run(out: &Output) -> Result<i32> {
         out,
         "The card here is the simlab card model, reached through APDUs exactly like a card in a reader.",
     );
-    let card = InProcess::new(profile.build_card(), "demo USIM");
+    let card = InProcess::new(profile.build_card()?, "demo USIM");
     let mut sim = Sim::open(Link::new(Box::new(card)))?;
 
     step(out, 2, "The phone unlocks the card");

@@ -39,12 +39,15 @@ Example:
         #[arg(long, value_name = "N", hide = true)]
         pull_after: Option<u64>,
     },
+    /// A virtual modem on a pty, answering AT commands (and AT+CSIM from the card model).
+    Modem(super::emulate_modem::EmulateModemArgs),
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
 pub fn run(out: &Output, global: &Global, cmd: &EmulateCommand) -> Result<i32> {
     match cmd {
+        EmulateCommand::Modem(args) => super::emulate_modem::run(out, global, args),
         EmulateCommand::Card {
             profile,
             vpcd: addr,
@@ -72,7 +75,7 @@ pub fn run(out: &Output, global: &Global, cmd: &EmulateCommand) -> Result<i32> {
                 .as_deref()
                 .map(|p| Trace::create(p, Side::Card))
                 .transpose()?;
-            let mut card = EmulatedCard::new(profile.build_card(), state.as_deref(), trace)?;
+            let mut card = EmulatedCard::new(profile.build_card()?, state.as_deref(), trace)?;
             vpcd::install_ctrl_c(&STOP).map_err(|source| Error::Io {
                 context: "installing the Ctrl-C handler".into(),
                 source,

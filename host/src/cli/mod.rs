@@ -5,7 +5,12 @@ mod algo;
 mod card;
 mod demo;
 mod emulate;
+mod emulate_modem;
+mod modem;
+mod otp;
 mod readers;
+mod sms;
+mod token;
 
 use crate::error::{Error, Result};
 use clap::{Parser, Subcommand};
@@ -62,6 +67,15 @@ pub struct Global {
     #[arg(long, global = true, value_name = "NAME|INDEX")]
     pub reader: Option<String>,
 
+    /// Use the SIM inside a modem, through AT+CSIM on its AT port (e.g. /dev/ttyUSB2); also the
+    /// modem for `sms` and `otp` commands.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub modem: Option<PathBuf>,
+
+    /// Use a simlab-firmware token over its framed serial link: a device path or tcp:HOST:PORT.
+    #[arg(long, global = true, value_name = "PATH|tcp:HOST:PORT")]
+    pub serial: Option<String>,
+
     /// With --reader: wait up to this many seconds for a card to be inserted.
     #[arg(long, global = true, value_name = "SECONDS")]
     pub wait: Option<f64>,
@@ -93,6 +107,18 @@ enum Command {
     Card(card::CardCommand),
     /// List PC/SC readers, whether a card is present, and its ATR.
     Readers,
+    /// The secure-token applet: P-256 key generation, signatures, PIN.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Modems: identity, registration, and a doctor for the AT set-up.
+    #[command(subcommand)]
+    Modem(modem::ModemCommand),
+    /// Short messages: send, list, watch and delete through a modem; encode and decode PDUs.
+    #[command(subcommand)]
+    Sms(sms::SmsCommand),
+    /// One-time passwords over SMS, bound to an amount and a payee.
+    #[command(subcommand)]
+    Otp(otp::OtpCommand),
     /// Run an emulator: the card model as a virtual card behind pcscd (vpcd).
     #[command(subcommand)]
     Emulate(emulate::EmulateCommand),
@@ -159,6 +185,10 @@ pub fn main() -> i32 {
         Command::Algo(args) => algo::run(&out, &args),
         Command::Card(cmd) => card::run(&out, &cli.global, &cmd),
         Command::Readers => readers::run(&out),
+        Command::Token(cmd) => token::run(&out, &cli.global, &cmd),
+        Command::Modem(cmd) => modem::run(&out, &cli.global, &cmd),
+        Command::Sms(cmd) => sms::run(&out, &cli.global, &cmd),
+        Command::Otp(cmd) => otp::run(&out, &cli.global, &cmd),
         Command::Emulate(cmd) => emulate::run(&out, &cli.global, &cmd),
         Command::Demo => demo::run(&out),
     };

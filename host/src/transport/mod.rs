@@ -3,7 +3,9 @@
 //! right Le), so no command code ever sees them.
 
 pub mod inproc;
+pub mod modem;
 pub mod pcsc;
+pub mod serial;
 
 use crate::trace::Trace;
 use simlab_applet::{Command, Status};
