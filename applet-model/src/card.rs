@@ -31,6 +31,120 @@ pub const SIMLAB_ATR: &[u8] = &[
 /// The longest ATR ISO 7816-3 allows.
 pub const ATR_MAX: usize = 33;
 
+/// The kinds of programmable card the model can be. Each has the ATR by which tools recognise
+/// it, its ADM rules and its vendor key files (REFERENCE.md), so a provisioning driver for the
+/// real card is exercised end to end against the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CardType {
+    /// simlab's own: a UICC with ADM1 (0A), key files A515/6F20 and ADF.USIM/AF20
+    /// (algorithm ‖ Ki ‖ OPc), PIN1/PUK1 settable through A515/6F01.
+    Simlab,
+    /// sysmoSIM-GR1: a TS 51.011 SIM only; ADM is CHV 5; Ki by `80 D4 02 00 10 <Ki>`.
+    SysmoSimGr1,
+    /// sysmoUSIM-SJS1: ADM1 (0A); Ki in 7F20/00FF, OPc in 7F20/00F7 as 01 ‖ OPc.
+    SysmoUsimSjs1,
+    /// sysmoISIM-SJA2: ADM1 (0A); ICCID not writable; algorithm ‖ Ki ‖ OPc in A515/6F20 and
+    /// ADF.USIM/AF20.
+    SysmoIsimSja2,
+}
+
+impl CardType {
+    pub const ALL: [CardType; 4] = [
+        CardType::Simlab,
+        CardType::SysmoSimGr1,
+        CardType::SysmoUsimSjs1,
+        CardType::SysmoIsimSja2,
+    ];
+
+    /// The name used in profiles (`card_type`) and reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CardType::Simlab => "simlab",
+            CardType::SysmoSimGr1 => "sysmoSIM-GR1",
+            CardType::SysmoUsimSjs1 => "sysmoUSIM-SJS1",
+            CardType::SysmoIsimSja2 => "sysmoISIM-SJA2",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The ATR the real card sends, as public tools match it.
+    pub const fn atr(self) -> &'static [u8] {
+        match self {
+            CardType::Simlab => SIMLAB_ATR,
+            CardType::SysmoSimGr1 => &[
+                0x3B, 0x99, 0x18, 0x00, 0x11, 0x88, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x60,
+            ],
+            CardType::SysmoUsimSjs1 => &[
+                0x3B, 0x9F, 0x96, 0x80, 0x1F, 0xC7, 0x80, 0x31, 0xA0, 0x73, 0xBE, 0x21, 0x13, 0x67,
+                0x43, 0x20, 0x07, 0x18, 0x00, 0x00, 0x01, 0xA5,
+            ],
+            CardType::SysmoIsimSja2 => &[
+                0x3B, 0x9F, 0x96, 0x80, 0x1F, 0x87, 0x80, 0x31, 0xE0, 0x73, 0xFE, 0x21, 0x1B, 0x67,
+                0x4A, 0x4C, 0x75, 0x30, 0x34, 0x05, 0x4B, 0xA9,
+            ],
+        }
+    }
+
+    /// Whether the card answers the TS 102 221 (CLA 00) dialect.
+    pub const fn is_uicc(self) -> bool {
+        !matches!(self, CardType::SysmoSimGr1)
+    }
+
+    /// The VERIFY reference of ADM1 in the TS 51.011 dialect.
+    const fn gsm_adm_reference(self) -> u8 {
+        match self {
+            CardType::SysmoSimGr1 => 0x05,
+            _ => 0x0A,
+        }
+    }
+
+    /// Whether a vendor file exists on this card type (standard files exist on all).
+    fn has_file(self, file: u8) -> bool {
+        match file {
+            idx::EF_SJS1_KI | idx::EF_SJS1_OPC => self == CardType::SysmoUsimSjs1,
+            idx::DF_SJA2 | idx::EF_SJA2_KEYS | idx::EF_SJA2_USIM_KEYS => {
+                matches!(self, CardType::SysmoIsimSja2 | CardType::Simlab)
+            }
+            idx::EF_SIMLAB_CHV => self == CardType::Simlab,
+            idx::ADF_USIM => self.is_uicc(),
+            _ => true,
+        }
+    }
+}
+
+/// The algorithm codes of the SJA2-style key files (REFERENCE.md: milenage = 4, comp128v1..3 =
+/// 1..3); simlab's own type adds 5 = xor2g and 6 = xor3g.
+fn algorithm_code(alg: Algorithm) -> u8 {
+    match alg {
+        Algorithm::Comp128v1 => 1,
+        Algorithm::Comp128v2 => 2,
+        Algorithm::Comp128v3 => 3,
+        Algorithm::Milenage => 4,
+        Algorithm::Xor2g => 5,
+        Algorithm::Xor3g => 6,
+    }
+}
+
+fn algorithm_from_code(code: u8) -> Option<Algorithm> {
+    Algorithm::ALL
+        .into_iter()
+        .find(|&a| algorithm_code(a) == code)
+}
+
+/// The vendor key-file layout: algorithm code ‖ Ki ‖ OPc (33 bytes).
+pub fn encode_key_file(alg: Algorithm, ki: &[u8; 16], opc: Option<&[u8; 16]>) -> [u8; 33] {
+    let mut out = [0u8; 33];
+    out[0] = algorithm_code(alg);
+    out[1..17].copy_from_slice(ki);
+    out[17..].copy_from_slice(opc.unwrap_or(&[0; 16]));
+    out
+}
+
 /// Everything needed to build a card; the host fills it from a profile.
 #[derive(Clone)]
 pub struct Config {
@@ -50,6 +164,8 @@ pub struct Config {
     /// Seeds the token applet's DRBG: must be unique per card (the host draws it from the OS
     /// RNG, a microcontroller from its TRNG).
     pub token_seed: [u8; 32],
+    /// Which programmable card this model is (ATR, ADM rules, key files).
+    pub card_type: CardType,
 }
 
 impl Config {
@@ -72,6 +188,7 @@ impl Config {
             atr,
             atr_len: SIMLAB_ATR.len(),
             token_seed: [0; 32],
+            card_type: CardType::Simlab,
         }
     }
 }
@@ -187,6 +304,7 @@ pub struct Card {
     adm1_verified: bool,
     atr: [u8; ATR_MAX],
     atr_len: usize,
+    card_type: CardType,
     /// Set whenever state that must survive a power cut changes; see [`Card::take_dirty`].
     dirty: bool,
     // Volatile state, lost on reset.
@@ -209,6 +327,7 @@ impl Card {
             arena: Arena::default(),
             sub: Subscriber::new(config.keys.clone(), config.sqn),
             token: Token::new(&config.token_seed),
+            card_type: config.card_type,
             pin1: Pin::new(config.pin1, config.puk1, config.pin1_enabled),
             pin2: Pin::new(config.pin2, config.puk2, true),
             adm1: Secret::new(config.adm1, config.adm1_tries),
@@ -226,6 +345,11 @@ impl Card {
         };
         card.reset();
         card
+    }
+
+    /// Which programmable card this is.
+    pub fn card_type(&self) -> CardType {
+        self.card_type
     }
 
     /// The answer to reset.
@@ -421,6 +545,15 @@ impl Card {
         if dialect == Dialect::Uicc && cmd.cla & 0x03 != 0 {
             return (Out::Done, Status::LogicalChannelNotSupported);
         }
+        if self.card_type == CardType::SysmoSimGr1 && (cmd.cla, cmd.ins) == (0x80, 0xD4) {
+            return match self.gr1_write_ki(cmd) {
+                Ok(()) => (Out::Done, Status::Success),
+                Err(f) => (Out::Done, f.status(Dialect::Gsm)),
+            };
+        }
+        if dialect == Dialect::Uicc && !self.card_type.is_uicc() {
+            return (Out::Done, Status::ClaNotSupported);
+        }
         if cmd.ins != 0xC0 {
             self.pending_len = 0;
         }
@@ -504,8 +637,10 @@ impl Card {
         if fid == 0x7FFF && dialect == Dialect::Uicc && self.usim_active {
             return Some(idx::ADF_USIM);
         }
-        let visible =
-            |i: u8| dialect == Dialect::Uicc || fs::def(i).map(|d| d.kind) != Some(Kind::Adf);
+        let visible = |i: u8| {
+            self.card_type.has_file(i)
+                && (dialect == Dialect::Uicc || fs::def(i).map(|d| d.kind) != Some(Kind::Adf))
+        };
         let cur = self.current_df;
         let parent = fs::def(cur)?.parent;
         let dedicated = |i: u8| fs::def(i).is_some_and(|d| d.kind.is_dedicated());
@@ -530,6 +665,9 @@ impl Card {
             }
             Dialect::Uicc => self.uicc_target(cmd)?,
         };
+        if !self.card_type.has_file(target) {
+            return Err(Fail::NotFound);
+        }
         let def = fs::def(target).ok_or(Fail::NotFound)?;
         if def.kind.is_dedicated() {
             self.current_df = target;
@@ -616,8 +754,9 @@ impl Card {
                 fs::FILES
                     .iter()
                     .skip(1)
-                    .filter(|f| f.parent == file && f.kind != Kind::Adf)
-                    .filter(|f| f.kind.is_dedicated() == dedicated)
+                    .enumerate()
+                    .filter(|(i, f)| f.parent == file && f.kind != Kind::Adf && self.card_type.has_file(*i as u8 + 1))
+                    .filter(|(_, f)| f.kind.is_dedicated() == dedicated)
                     .count() as u8
             };
             let chv = |s: &Secret| 0x80 | (s.tries_left() & 0x0F);
@@ -835,6 +974,13 @@ impl Card {
             return Err(Fail::WrongLc);
         }
         let offset = u16::from_be_bytes([cmd.p1, cmd.p2]) as usize;
+        if ef == idx::EF_ICCID && self.card_type == CardType::SysmoIsimSja2 {
+            // The SJA2's ICCID is fixed at the factory.
+            return Err(Fail::Security);
+        }
+        if def.read == Access::Never {
+            return self.write_key_file(ef, offset, cmd.data);
+        }
         let dst = self
             .arena
             .content_mut(ef)
@@ -843,6 +989,58 @@ impl Card {
         dst.copy_from_slice(cmd.data);
         self.dirty = true;
         Ok(Out::Done)
+    }
+
+    /// Writes to a vendor key file go to the keys, never to readable storage. Each file must be
+    /// written whole, from offset 0, so a half-written key can never be in force.
+    fn write_key_file(&mut self, ef: u8, offset: usize, data: &[u8]) -> Handled {
+        let size = fs::def(ef).map_or(0, |d| d.kind.size());
+        if offset != 0 || data.len() != size {
+            return Err(Fail::WrongLc);
+        }
+        let keys = &mut self.sub.keys;
+        match ef {
+            idx::EF_SJS1_KI => keys.ki.copy_from_slice(data),
+            idx::EF_SJS1_OPC => {
+                let [0x01, opc @ ..] = data else {
+                    return Err(Fail::BadData);
+                };
+                let mut value = [0u8; 16];
+                value.copy_from_slice(opc);
+                keys.opc = Some(value);
+            }
+            idx::EF_SJA2_KEYS | idx::EF_SJA2_USIM_KEYS => {
+                let algorithm = algorithm_from_code(data[0] & 0x0F).ok_or(Fail::BadData)?;
+                keys.algorithm = algorithm;
+                keys.ki.copy_from_slice(&data[1..17]);
+                let mut opc = [0u8; 16];
+                opc.copy_from_slice(&data[17..33]);
+                keys.opc = (algorithm == Algorithm::Milenage).then_some(opc);
+            }
+            idx::EF_SIMLAB_CHV => {
+                let pin = crate::chv::parse_pin(&data[..8]).ok_or(Fail::BadData)?;
+                let puk = crate::chv::parse_pin(&data[8..]).ok_or(Fail::BadData)?;
+                self.pin1.pin.set(pin);
+                self.pin1.puk.set(puk);
+            }
+            _ => return Err(Fail::Security),
+        }
+        self.dirty = true;
+        Ok(Out::Done)
+    }
+
+    /// sysmoSIM-GR1's vendor command `80 D4 02 00 10 <Ki>`: ADM (CHV 5) first.
+    fn gr1_write_ki(&mut self, cmd: &Command) -> Result<(), Fail> {
+        if (cmd.p1, cmd.p2) != (0x02, 0x00) {
+            return Err(Fail::BadP1P2);
+        }
+        if !self.adm1_verified {
+            return Err(Fail::Security);
+        }
+        let ki: [u8; 16] = cmd.data.try_into().map_err(|_| Fail::WrongLc)?;
+        self.sub.keys.ki = ki;
+        self.dirty = true;
+        Ok(())
     }
 
     /// The record a READ/UPDATE RECORD addresses (TS 102 221 11.1.5 modes 02/03/04), moving the
@@ -913,9 +1111,11 @@ impl Card {
 
     // ----- secret codes ----------------------------------------------------------------------
 
-    fn code_ref(dialect: Dialect, ins: u8, p2: u8) -> Result<CodeRef, Fail> {
+    fn code_ref(&self, dialect: Dialect, ins: u8, p2: u8) -> Result<CodeRef, Fail> {
+        let gsm_adm = self.card_type.gsm_adm_reference();
         match (dialect, ins, p2) {
-            (_, 0x20, 0x0A) => Ok(CodeRef::Adm1),
+            (Dialect::Gsm, 0x20, r) if r == gsm_adm => Ok(CodeRef::Adm1),
+            (Dialect::Uicc, 0x20, 0x0A) => Ok(CodeRef::Adm1),
             (Dialect::Gsm, 0x2C, 0x00) | (Dialect::Gsm, _, 0x01) => Ok(CodeRef::Pin1),
             (Dialect::Gsm, _, 0x02) => Ok(CodeRef::Pin2),
             (Dialect::Uicc, _, 0x01) => Ok(CodeRef::Pin1),
@@ -935,7 +1135,7 @@ impl Card {
         if cmd.p1 != 0 {
             return Err(Fail::BadP1P2);
         }
-        let code = Self::code_ref(dialect, cmd.ins, cmd.p2)?;
+        let code = self.code_ref(dialect, cmd.ins, cmd.p2)?;
         if cmd.data.is_empty() && dialect == Dialect::Uicc {
             // TS 102 221 11.1.9: an empty VERIFY asks for the retry counter without spending a
             // try — what provisioning relies on before it dares an ADM attempt.
@@ -973,7 +1173,7 @@ impl Card {
         if cmd.p1 != 0 {
             return Err(Fail::BadP1P2);
         }
-        let code = Self::code_ref(dialect, cmd.ins, cmd.p2)?;
+        let code = self.code_ref(dialect, cmd.ins, cmd.p2)?;
         if code == CodeRef::Adm1 {
             return Err(Fail::UnknownReference);
         }
@@ -996,7 +1196,7 @@ impl Card {
             return Err(Fail::BadP1P2);
         }
         // Only PIN1 may be switched off (TS 51.011 9.2.11, TS 102 221 11.1.11).
-        if Self::code_ref(dialect, cmd.ins, cmd.p2)? != CodeRef::Pin1 {
+        if self.code_ref(dialect, cmd.ins, cmd.p2)? != CodeRef::Pin1 {
             return Err(Fail::UnknownReference);
         }
         if cmd.data.len() != PIN_LEN {
@@ -1015,7 +1215,7 @@ impl Card {
         if cmd.p1 != 0 {
             return Err(Fail::BadP1P2);
         }
-        let code = Self::code_ref(dialect, cmd.ins, cmd.p2)?;
+        let code = self.code_ref(dialect, cmd.ins, cmd.p2)?;
         if code == CodeRef::Adm1 {
             return Err(Fail::UnknownReference);
         }

@@ -109,7 +109,7 @@ const fn link(fid: u16, parent: u8, target: u8, name: &'static str) -> FileDef {
     }
 }
 
-use Access::{Adm1, Always, Pin1};
+use Access::{Adm1, Always, Never, Pin1};
 
 const fn t(size: u16) -> Kind {
     Kind::Transparent { size }
@@ -154,10 +154,17 @@ pub mod idx {
     pub const EF_PSLOCI: u8 = 24;
     pub const EF_PLMNWACT: u8 = 25;
     pub const EF_LI: u8 = 26;
+    /// Vendor key files of programmable cards (REFERENCE.md): write-only, ADM-protected.
+    pub const EF_SJS1_KI: u8 = 27;
+    pub const EF_SJS1_OPC: u8 = 28;
+    pub const DF_SJA2: u8 = 29;
+    pub const EF_SJA2_KEYS: u8 = 30;
+    pub const EF_SJA2_USIM_KEYS: u8 = 31;
+    pub const EF_SIMLAB_CHV: u8 = 32;
 }
 
 /// The table without links resolved; [`FILES`] is this plus the USIM's links to GSM files.
-const FILES_UNLINKED: [FileDef; 27] = [
+const FILES_UNLINKED: [FileDef; 33] = [
     df(0x3F00, idx::MF, Kind::Mf, "MF"),
     ef(0x2FE2, idx::MF, t(10), Always, Adm1, "EF_ICCID"),
     ef(0x2F00, idx::MF, lf(32, 2), Always, Adm1, "EF_DIR"),
@@ -185,6 +192,19 @@ const FILES_UNLINKED: [FileDef; 27] = [
     ef(0x6F73, idx::ADF_USIM, t(14), Pin1, Pin1, "EF_PSLOCI"),
     ef(0x6F60, idx::ADF_USIM, t(40), Pin1, Pin1, "EF_PLMNwAcT"),
     ef(0x6F05, idx::ADF_USIM, t(2), Always, Pin1, "EF_LI"),
+    ef(0x00FF, idx::DF_GSM, t(16), Never, Adm1, "EF_KI"),
+    ef(0x00F7, idx::DF_GSM, t(17), Never, Adm1, "EF_OPC"),
+    df(0xA515, idx::MF, Kind::Df, "DF_SYSMO"),
+    ef(0x6F20, idx::DF_SJA2, t(33), Never, Adm1, "EF_SIM_AUTH_KEY"),
+    ef(
+        0xAF20,
+        idx::ADF_USIM,
+        t(33),
+        Never,
+        Adm1,
+        "EF_USIM_AUTH_KEY",
+    ),
+    ef(0x6F01, idx::DF_SJA2, t(16), Never, Adm1, "EF_CHV_CONFIG"),
 ];
 
 /// Number of files in the tree.

@@ -16,6 +16,14 @@ pub enum Error {
         key: Option<String>,
         reason: String,
     },
+    /// A batch CSV has a bad row; names the file, the line and the column. Nothing has been
+    /// written to any card when this is reported.
+    Csv {
+        path: PathBuf,
+        line: usize,
+        column: Option<String>,
+        reason: String,
+    },
     /// The card answered a command with a status word other than success.
     Card {
         command: &'static str,
@@ -38,7 +46,7 @@ impl Error {
     /// The process exit code for this error (see the CLI contract in DESIGN.md).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::BadArgument { .. } | Error::Profile { .. } => 2,
+            Error::BadArgument { .. } | Error::Profile { .. } | Error::Csv { .. } => 2,
             // A reader name that matches nothing is a typo on the command line.
             Error::Transport(crate::transport::TransportError::ReaderNotFound { .. }) => 2,
             Error::Card { .. }
@@ -75,6 +83,22 @@ impl fmt::Display for Error {
                 reason,
             } => {
                 write!(f, "profile {}: {reason}", path.display())
+            }
+            Error::Csv {
+                path,
+                line,
+                column: Some(c),
+                reason,
+            } => {
+                write!(f, "{} line {line}: column `{c}`: {reason}", path.display())
+            }
+            Error::Csv {
+                path,
+                line,
+                column: None,
+                reason,
+            } => {
+                write!(f, "{} line {line}: {reason}", path.display())
             }
             Error::Card { command, status } => write!(f, "{command}: card answered {status}"),
             Error::Malformed { what, reason } => write!(f, "malformed {what} from card: {reason}"),

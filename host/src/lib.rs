@@ -7,6 +7,7 @@ pub mod emulate;
 pub mod error;
 pub mod hex;
 pub mod profile;
+pub mod provision;
 pub mod random;
 pub mod sim;
 pub mod trace;

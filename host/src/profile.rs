@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::hex;
 use simlab_applet::algo::Algorithm;
-use simlab_applet::card::{ATR_MAX, Config, Keys};
+use simlab_applet::card::{ATR_MAX, CardType, Config, Keys};
 use simlab_applet::chv::{PIN_LEN, pad_pin};
 use simlab_applet::encoding;
 use simlab_applet::fs::idx;
@@ -68,6 +68,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "access control class bitmap, 4 hex digits (default from the IMSI's last digit)",
     ),
     ("name", "a label for reports"),
+    (
+        "card_type",
+        "the programmable card the model is: simlab | sysmoSIM-GR1 | sysmoUSIM-SJS1 | sysmoISIM-SJA2 (default simlab)",
+    ),
 ];
 
 /// A validated profile.
@@ -93,6 +97,7 @@ pub struct Profile {
     pub spn: Option<String>,
     pub plmn: [u8; 3],
     pub acc: [u8; 2],
+    pub card_type: CardType,
 }
 
 impl std::fmt::Debug for Profile {
@@ -204,6 +209,11 @@ impl Profile {
             key: None,
             reason: format!("not valid TOML: {}", e.message()),
         })?;
+        Self::from_table(path, table)
+    }
+
+    /// Validates an already parsed table (a TOML file, or a CSV row mapped to profile keys).
+    pub fn from_table(path: &Path, table: toml::Table) -> Result<Self> {
         let r = Reader { path, table };
         if let Some(unknown) = r
             .table
@@ -305,7 +315,21 @@ impl Profile {
                 (1u16 << class).to_be_bytes()
             }
         };
+        let card_type = match r.string("card_type")? {
+            None => CardType::Simlab,
+            Some(name) => CardType::from_name(&name).ok_or_else(|| {
+                let names: Vec<&str> = CardType::ALL.iter().map(|t| t.name()).collect();
+                r.err(
+                    "card_type",
+                    format!("unknown card type {name:?} (one of {})", names.join(", ")),
+                )
+            })?,
+        };
+        if card_type == CardType::SysmoUsimSjs1 && algorithm != Algorithm::Milenage {
+            return Err(r.err("algorithm", "sysmoUSIM-SJS1 runs milenage only"));
+        }
         Ok(Profile {
+            card_type,
             path: path.to_path_buf(),
             name: r.string("name")?,
             iccid,
@@ -355,6 +379,10 @@ impl Profile {
         config.adm1 = self.adm1;
         config.adm1_tries = self.adm1_tries;
         config.token_seed = token_seed;
+        config.card_type = self.card_type;
+        let atr = self.card_type.atr();
+        config.atr[..atr.len()].copy_from_slice(atr);
+        config.atr_len = atr.len();
         debug_assert!(config.atr_len <= ATR_MAX);
         let mut card = Card::new(&config);
         for (file, offset, bytes) in self.file_contents() {

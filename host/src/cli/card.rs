@@ -85,6 +85,57 @@ Example:
         #[arg(long, value_name = "PIN")]
         pin: Option<String>,
     },
+    /// Provision programmable SIMs: one card from a profile, or a batch from a CSV over several
+    /// readers in parallel.
+    #[command(after_help = "\
+Supported cards: sysmoSIM-GR1, sysmoUSIM-SJS1, sysmoISIM-SJA2 and simlab's own virtual card,
+recognised by their ATR (--card-type overrides). Written: ICCID (where the card allows), IMSI,
+MSISDN, SPN, PLMN selector, ACC, AD, SMSP, Ki/OPc/algorithm, PIN1/PUK1 (where allowed). Then
+everything is read back and compared, and the card is authenticated with a random RAND against
+the host's computation.
+
+Before ADM is presented, the remaining ADM tries are read without spending one; the card is
+refused when fewer than 2 remain (--force-adm overrides). A failed ADM is never retried.
+
+CSV columns (pySim-prog batch format): name, iccid, mcc, mnc, imsi, smsp, ki, opc|op, acc,
+adm1|pin_adm, msisdn, spn, algorithm, pin1, puk1. Every row is checked before any card is
+touched. With --report, finished cards are recorded as they complete and a re-run skips them.
+
+Examples:
+  simlab --reader 0 card provision --profile fixtures/cards/usim-milenage.toml --dry-run
+  simlab card provision --csv cards.csv --readers all --report done.json --wait 60")]
+    Provision {
+        /// One card: this profile, into the card chosen with --reader/--emulate.
+        #[arg(
+            long,
+            value_name = "PROFILE.toml",
+            required_unless_present = "csv",
+            conflicts_with = "csv"
+        )]
+        profile: Option<std::path::PathBuf>,
+        /// A batch: one card per row.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<std::path::PathBuf>,
+        /// With --csv: `all`, or reader names/indices separated by commas.
+        #[arg(long, value_name = "all|LIST", default_value = "all")]
+        readers: String,
+        /// Print the exact APDU plan (secrets masked) and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write the per-card report (JSON) here; with --csv, also what makes a batch resumable.
+        #[arg(long, value_name = "FILE.json")]
+        report: Option<std::path::PathBuf>,
+        /// Present ADM even with fewer than 2 tries left, or on a card that cannot say.
+        #[arg(long)]
+        force_adm: bool,
+        /// The card type, when its ATR is not the vendor's.
+        #[arg(long, value_name = "TYPE")]
+        card_type: Option<String>,
+        /// With --profile: the card's ADM1 key (from the vendor's letter), instead of the
+        /// profile's `adm1`: 8 digits, or 16 hex digits.
+        #[arg(long, value_name = "KEY", conflicts_with = "csv")]
+        adm: Option<String>,
+    },
     /// Verify PIN1 (or PIN2/ADM1); a wrong PIN spends a try, and the card tells how many remain.
     VerifyPin {
         /// The PIN: 4-8 digits.
@@ -315,6 +366,31 @@ pub fn run(out: &Output, global: &Global, cmd: &CardCommand) -> Result<i32> {
     if let CardCommand::Read { list: true, .. } = cmd {
         return list_files(out);
     }
+    if let CardCommand::Provision {
+        profile,
+        csv,
+        readers,
+        dry_run,
+        report,
+        force_adm,
+        card_type,
+        adm,
+    } = cmd
+    {
+        let adm = adm.as_deref().map(adm_arg).transpose()?;
+        return provision_command(
+            out,
+            global,
+            profile.as_deref(),
+            csv.as_deref(),
+            readers,
+            *dry_run,
+            report.as_deref(),
+            *force_adm,
+            card_type.as_deref(),
+            adm,
+        );
+    }
     // Validate every argument before touching the card.
     let (mut sim, profile) = connect(global, out)?;
     match cmd {
@@ -383,6 +459,7 @@ pub fn run(out: &Output, global: &Global, cmd: &CardCommand) -> Result<i32> {
             }
             update(out, &mut sim, file, &data, *record, *offset)
         }
+        CardCommand::Provision { .. } => unreachable!("handled above"),
         CardCommand::VerifyPin { pin, code } => {
             let value = pin_arg("--pin", pin)?;
             let code = match code {
@@ -660,4 +737,118 @@ fn auth(
     }
     out.result(&text, &json)?;
     Ok(code)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn provision_command(
+    out: &Output,
+    global: &Global,
+    profile: Option<&Path>,
+    csv: Option<&Path>,
+    readers: &str,
+    dry_run: bool,
+    report: Option<&Path>,
+    force_adm: bool,
+    card_type: Option<&str>,
+    adm: Option<[u8; 8]>,
+) -> Result<i32> {
+    use crate::provision::{self, Options, Target, batch, driver::Driver};
+    let options = Options { force_adm };
+    let forced = card_type
+        .map(|name| {
+            Driver::by_name(name).ok_or_else(|| {
+                Error::arg("--card-type", format!("unknown card type {name:?} (simlab, sysmoSIM-GR1, sysmoUSIM-SJS1, sysmoISIM-SJA2)"))
+            })
+        })
+        .transpose()?;
+    if let Some(csv) = csv {
+        // Every row is validated before any card is touched.
+        let targets = provision::csv::read(csv)?;
+        let readers = match &global.reader {
+            Some(one) => batch::resolve_readers(one)?,
+            None => batch::resolve_readers(readers)?,
+        };
+        let wait = global
+            .wait
+            .map(std::time::Duration::from_secs_f64)
+            .unwrap_or_default();
+        let summary = batch::run(
+            targets,
+            &batch::BatchOptions {
+                readers,
+                dry_run,
+                report: report.map(Path::to_path_buf),
+                options,
+                wait,
+                card_type: forced,
+            },
+        )?;
+        let text = format!(
+            "{} done, {} failed, {} pending{}\n",
+            summary.done,
+            summary.failed,
+            summary.pending,
+            if summary.pending > 0 && !dry_run {
+                " (insert fresh cards and run again: done rows are skipped)"
+            } else {
+                ""
+            }
+        );
+        let json = json!({ "done": summary.done, "failed": summary.failed, "pending": summary.pending, "cards": summary.cards });
+        out.result(&text, &json)?;
+        return Ok(if summary.failed > 0 { 1 } else { 0 });
+    }
+    let path = profile.ok_or_else(|| Error::arg("--profile", "give --profile or --csv"))?;
+    let mut target = Target::from_profile(Profile::load(path)?);
+    if let Some(adm) = adm {
+        target.profile.adm1 = adm;
+    }
+    let (transport, _) = open_transport(global, out)?;
+    let atr = transport.atr();
+    let driver = forced
+        .or_else(|| Driver::detect(&atr))
+        .ok_or_else(|| Error::Mismatch {
+            what: format!(
+                "unknown card (ATR {}): name its type with --card-type",
+                hex::encode(&atr)
+            ),
+        })?;
+    let mut sim = Sim::open(open_link(transport, global)?)?;
+    let plan = provision::plan(&mut sim, driver, &target)?;
+    if dry_run {
+        out.result(
+            &provision::render_plan(&plan, options),
+            &json!({ "card_type": driver.name(), "dry_run": true }),
+        )?;
+        return Ok(0);
+    }
+    let mut progress = |step: &str| out.say(&format!("provision: {step}"));
+    let r = provision::provision(&mut sim, &plan, &target, options, &mut progress)?;
+    if let Some(report) = report {
+        let text =
+            serde_json::to_string_pretty(&json!({ "version": 1, "cards": [r.json.clone()] }))
+                .unwrap_or_default();
+        std::fs::write(report, text + "\n").map_err(|source| Error::Io {
+            context: format!("writing {}", report.display()),
+            source,
+        })?;
+    }
+    let text = format!(
+        "{}: {} ({} written, read back {}, authentication {})\n",
+        r.json["iccid"].as_str().unwrap_or("?"),
+        if r.ok { "done" } else { "FAILED" },
+        r.json["written"].as_array().map_or(0, |w| w.len()),
+        if r.json["read_back_ok"] == true {
+            "identical"
+        } else {
+            "DIFFERENT"
+        },
+        if r.json["auth"]["match"] == true {
+            "matches"
+        } else {
+            "does not match"
+        },
+    );
+    out.result(&text, &r.json)?;
+    Ok(if r.ok { 0 } else { 1 })
 }
