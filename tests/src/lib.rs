@@ -71,6 +71,15 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// A fresh path in this test process's own temporary directory (any old file removed).
+pub fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("simlab-hil-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
 /// A card profile in fixtures/cards.
 pub fn profile(name: &str) -> PathBuf {
     workspace_root().join("fixtures/cards").join(name)

@@ -7,19 +7,10 @@
 use simlab_hil::{Bench, Process, READERS, json, profile, readers_json, simlab, text};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const READER0: &str = READERS[0].0;
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("simlab-hil-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    path
-}
 
 fn p(path: &std::path::Path) -> &str {
     path.to_str().unwrap()
@@ -148,7 +139,7 @@ fn card_commands_through_pcscd_match_the_in_process_card() {
 #[test]
 fn pin_blocking_updates_and_counters_persist_across_restarts() {
     let Some(bench) = Bench::start() else { return };
-    let state = temp("pin.state");
+    let state = simlab_hil::temp_path("pin.state");
     let card_profile = profile("usim-pin-enabled.toml");
     let args = ["--state", p(&state)];
     let mut card = bench.insert(0, &card_profile, &args);
@@ -257,7 +248,7 @@ fn pyscard_runs_the_gsm_sequence_against_the_virtual_card() {
 fn trace_records_every_apdu_and_hides_pins() {
     let Some(bench) = Bench::start() else { return };
     let _card = bench.insert(0, &profile("usim-pin-enabled.toml"), &[]);
-    let host_trace = temp("host.trace");
+    let host_trace = simlab_hil::temp_path("host.trace");
     let o = simlab(&[
         "--reader",
         READER0,
@@ -283,7 +274,7 @@ fn trace_records_every_apdu_and_hides_pins() {
     // Card side: the emulator's own transcript hides the same bytes.
     drop(_card);
     simlab_hil::wait_for_card(READER0, false, Duration::from_secs(5));
-    let card_trace = temp("card.trace");
+    let card_trace = simlab_hil::temp_path("card.trace");
     let _card = bench.insert(
         0,
         &profile("usim-pin-enabled.toml"),
@@ -399,7 +390,7 @@ fn garbage_from_a_card_is_a_clear_error() {
 #[test]
 fn a_card_pulled_mid_command_is_reported_and_comes_back_intact() {
     let Some(bench) = Bench::start() else { return };
-    let state = temp("pull.state");
+    let state = simlab_hil::temp_path("pull.state");
     // The emulator pulls the card instead of answering its 5th APDU, then reinserts it.
     let _card = bench.insert(
         0,

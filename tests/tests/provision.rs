@@ -10,14 +10,6 @@ use std::time::Duration;
 const READER0: &str = READERS[0].0;
 const READER1: &str = READERS[1].0;
 
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("simlab-prov-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -109,7 +101,7 @@ fn every_card_type_is_provisioned_and_verified_end_to_end() {
 #[test]
 fn a_batch_over_two_readers_is_resumable() {
     let Some(bench) = Bench::start() else { return };
-    let report = temp("batch-report.json");
+    let report = simlab_hil::temp_path("batch-report.json");
     let run = || {
         simlab(&[
             "card",
@@ -189,7 +181,7 @@ fn a_batch_over_two_readers_is_resumable() {
 #[test]
 fn a_card_pulled_mid_write_fails_alone_and_the_batch_goes_on() {
     let Some(bench) = Bench::start() else { return };
-    let report = temp("pull-report.json");
+    let report = simlab_hil::temp_path("pull-report.json");
     // Reader 0's card vanishes after a few APDUs, in the middle of the writes.
     let _a = bench.insert(0, &profile("blank-simlab.toml"), &["--pull-after", "12"]);
     let _b = bench.insert(1, &profile("blank-simlab.toml"), &[]);
@@ -240,9 +232,9 @@ fn a_card_pulled_mid_write_fails_alone_and_the_batch_goes_on() {
 #[test]
 fn a_wrong_adm_is_tried_once_and_the_guard_protects_the_last_tries() {
     let Some(bench) = Bench::start() else { return };
-    let state = temp("adm.state");
+    let state = simlab_hil::temp_path("adm.state");
     let _card = bench.insert(0, &profile("blank-simlab.toml"), &["--state", s(&state)]);
-    let csv = temp("wrong-adm.csv");
+    let csv = simlab_hil::temp_path("wrong-adm.csv");
     let text_csv = std::fs::read_to_string(batch_csv())
         .unwrap()
         .replace(",88888888,", ",12345678,");
@@ -368,7 +360,7 @@ fn a_bad_csv_row_is_rejected_before_any_card_is_touched() {
     let Some(bench) = Bench::start() else { return };
     let _card = bench.insert(0, &profile("blank-simlab.toml"), &[]);
     let before = info(READER0);
-    let csv = temp("bad.csv");
+    let csv = simlab_hil::temp_path("bad.csv");
     let text_csv = std::fs::read_to_string(batch_csv())
         .unwrap()
         .replace("001010000100003", "00101000010000x");
