@@ -502,6 +502,8 @@ impl Card {
         next.arena
             .as_bytes_mut()
             .copy_from_slice(&g.array::<{ crate::fs::ARENA_SIZE }>());
+        next.token
+            .restore_state(&g.array::<{ token::STATE_LEN }>())?;
         next.reset();
         next.dirty = false;
         *self = next;
@@ -539,9 +541,16 @@ impl Card {
     fn dispatch(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> (Out, Status) {
         let dialect = match cmd.cla {
             0xA0 => Dialect::Gsm,
-            c if c & 0x70 == 0 && c & 0x0C == 0 => Dialect::Uicc,
+            c if c & 0x60 == 0 && c & 0x0C == 0 => Dialect::Uicc,
             _ => return (Out::Done, Status::ClaNotSupported),
         };
+        // ISO 7816-4 command chaining (CLA bit 10) is for the token applet's long data only.
+        if dialect == Dialect::Uicc
+            && cmd.cla & 0x10 != 0
+            && (!self.token_active || matches!(cmd.ins, 0xA4 | 0xC0))
+        {
+            return (Out::Done, Status::ChainingNotSupported);
+        }
         if dialect == Dialect::Uicc && cmd.cla & 0x03 != 0 {
             return (Out::Done, Status::LogicalChannelNotSupported);
         }
@@ -755,7 +764,11 @@ impl Card {
                     .iter()
                     .skip(1)
                     .enumerate()
-                    .filter(|(i, f)| f.parent == file && f.kind != Kind::Adf && self.card_type.has_file(*i as u8 + 1))
+                    .filter(|(i, f)| {
+                        f.parent == file
+                            && f.kind != Kind::Adf
+                            && self.card_type.has_file(*i as u8 + 1)
+                    })
                     .filter(|(_, f)| f.kind.is_dedicated() == dedicated)
                     .count() as u8
             };

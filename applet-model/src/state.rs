@@ -11,7 +11,7 @@ use crate::fs::ARENA_SIZE;
 /// Identifies a simlab card state.
 pub const MAGIC: [u8; 4] = *b"SLST";
 /// The layout version this code writes and reads.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 const PIN_BLOCK: usize = 8 + 1 + 8 + 1 + 1;
 const SQN_BLOCK: usize = 8 + 32 * 6;

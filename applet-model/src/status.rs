@@ -37,6 +37,8 @@ pub enum Status {
     IncompatibleFileStructure,
     /// 6881: logical channel not supported (only the basic channel 0 exists).
     LogicalChannelNotSupported,
+    /// 6884: command chaining not supported (here: outside the token applet).
+    ChainingNotSupported,
     /// 6A80: incorrect parameters in the data field.
     IncorrectData,
     /// 6A81: function not supported.
@@ -100,6 +102,7 @@ impl Status {
             Status::NoCurrentEf => 0x6986,
             Status::IncompatibleFileStructure => 0x6981,
             Status::LogicalChannelNotSupported => 0x6881,
+            Status::ChainingNotSupported => 0x6884,
             Status::IncorrectData => 0x6A80,
             Status::FunctionNotSupported => 0x6A81,
             Status::FileNotFound => 0x6A82,
@@ -139,6 +142,7 @@ impl Status {
             0x6986 => Status::NoCurrentEf,
             0x6981 => Status::IncompatibleFileStructure,
             0x6881 => Status::LogicalChannelNotSupported,
+            0x6884 => Status::ChainingNotSupported,
             0x6A80 => Status::IncorrectData,
             0x6A81 => Status::FunctionNotSupported,
             0x6A82 => Status::FileNotFound,
@@ -201,6 +205,7 @@ impl Status {
             Status::NoCurrentEf => "no current EF",
             Status::IncompatibleFileStructure => "incompatible with file structure",
             Status::LogicalChannelNotSupported => "logical channel not supported",
+            Status::ChainingNotSupported => "command chaining not supported",
             Status::IncorrectData => "incorrect data",
             Status::FunctionNotSupported => "function not supported",
             Status::FileNotFound | Status::GsmFileNotFound => "file not found",
