@@ -1,6 +1,7 @@
 //! Emulators: the card model as a virtual card behind real pcscd (vpcd).
 
 pub mod card;
+pub mod modem;
 pub mod vpcd;
 
 /// What a virtual-card front end (vpcd, and later others) needs from the card behind it.
