@@ -1,0 +1,185 @@
+//! A small HTTP/1.1 for simlab's network roles (AuC, gateway, seller): a blocking server with
+//! a thread per connection and hard limits, and a blocking client for JSON requests.
+//!
+//! Why hand-written: the roles exchange a handful of JSON messages on loopback, and what matters
+//! is control over the failure modes — a header or body size limit, read and write timeouts, a
+//! cap on connections, an answer to every malformed request — not features. There is no TLS:
+//! the roles listen on loopback, and a deployment would put them behind a TLS terminator
+//! (docs/pki-messages.md says so).
+//!
+//! One request per connection (`Connection: close`): loopback connections cost microseconds and
+//! the server never has to guess whether a client will send another request.
+
+pub mod client;
+pub mod server;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A request as the server read it: the whole body is in memory (bounded by the limits).
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    /// The path without the query string, e.g. `/v1/bootstrap/begin`.
+    pub path: String,
+    /// The query string after `?`, if any (undecoded).
+    pub query: Option<String>,
+    /// Header names in lower case, values trimmed.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub peer: Option<SocketAddr>,
+}
+
+impl Request {
+    /// The first header with this (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON of type `T`; a malformed body, unknown fields or wrong types are a 400
+    /// that says what serde found wrong.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.body.is_empty() {
+            return Err(ApiError::bad_request(
+                "malformed_json",
+                "the request needs a JSON body",
+            ));
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::bad_request("malformed_json", format!("request body: {e}")))
+    }
+
+    /// The path split into its non-empty segments.
+    pub fn segments(&self) -> Vec<&str> {
+        self.path.split('/').filter(|s| !s.is_empty()).collect()
+    }
+}
+
+/// A response: status, content type and the whole body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Response {
+        match serde_json::to_vec(value) {
+            Ok(mut body) => {
+                body.push(b'\n');
+                Response {
+                    status,
+                    content_type: "application/json",
+                    body,
+                }
+            }
+            Err(e) => ApiError::internal(format!("encoding the response: {e}")).into(),
+        }
+    }
+
+    /// A 200 JSON response.
+    pub fn ok<T: Serialize + ?Sized>(value: &T) -> Response {
+        Response::json(200, value)
+    }
+}
+
+/// An error answer: the HTTP status, a stable machine-readable code (snake_case) and a
+/// sentence for people. Serialised as `{"error": code, "detail": detail}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: String,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code: code.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    /// 400: the request is malformed (JSON, hex, lengths, ranges).
+    pub fn bad_request(code: &str, detail: impl Into<String>) -> Self {
+        Self::new(400, code, detail)
+    }
+
+    /// 404: the thing named does not exist.
+    pub fn not_found(code: &str, detail: impl Into<String>) -> Self {
+        Self::new(404, code, detail)
+    }
+
+    /// 409: the request conflicts with what happened before (a replayed session id, a
+    /// transaction already paid).
+    pub fn conflict(code: &str, detail: impl Into<String>) -> Self {
+        Self::new(409, code, detail)
+    }
+
+    /// 422: well-formed, but a check said no (restriction broken, bad signature).
+    pub fn unprocessable(code: &str, detail: impl Into<String>) -> Self {
+        Self::new(422, code, detail)
+    }
+
+    /// 500: a fault on this side; the detail goes to the log as well.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(500, "internal_error", detail)
+    }
+
+    /// 503: a service this one depends on is unavailable (database, AuC, gateway).
+    pub fn unavailable(code: &str, detail: impl Into<String>) -> Self {
+        Self::new(503, code, detail)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.detail)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<ApiError> for Response {
+    fn from(e: ApiError) -> Self {
+        Response::json(
+            e.status,
+            &serde_json::json!({ "error": e.code, "detail": e.detail }),
+        )
+    }
+}
+
+/// The reason phrase of the status codes simlab answers with.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}

@@ -1,0 +1,43 @@
+//! Seed 000: a temporary public-key infrastructure bootstrapped from GSM/UMTS authentication.
+//!
+//! The roles, each a module, each also a `simlab` subcommand:
+//!
+//! | module | role | messages |
+//! |---|---|---|
+//! | [`auc_server`] | HLR/AuC: subscriber keys, triplets and quintets | 220/230 |
+//! | [`gateway`] | CA and billing: certificates for subscribers, CDRs for sellers | 210–260, 910/920 |
+//! | [`ms`] | mobile station: SIM + token, enrolls for a certificate | 210–260 |
+//! | [`seller`] | sells, checks certificates and signatures, bills in batches | 610–640, 910/920 |
+//! | [`buyer`] | the mobile station buying: checks and signs invoices | 610–640 |
+//!
+//! and the formats they share: [`messages`] (the JSON bodies), [`restrictions`] (the DER the
+//! token MACs and the certificate carries), [`invoice`] (the bytes the token signs), [`x509`]
+//! (certificates) on top of [`der`]. `docs/pki-messages.md` describes all of it for people.
+
+pub mod auc_server;
+pub mod buyer;
+pub mod der;
+pub mod gateway;
+pub mod invoice;
+pub mod messages;
+pub mod ms;
+pub mod restrictions;
+pub mod seller;
+pub mod x509;
+
+/// Seconds since 1970, from the system clock.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Creates `path` with mode 0600 if it does not exist, so the secrets a database or key file
+/// will hold are never readable by others, not even between creation and a chmod.
+pub fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}

@@ -1,0 +1,1754 @@
+//! Seed 000's temporary PKI as running services: `simlab auc serve`, `simlab gateway serve`
+//! and `simlab seller serve` as real processes on loopback, `simlab ms enroll` and `simlab
+//! buy` as clients with an emulated SIM + token (its memory in a state file), openssl as the
+//! independent verifier of certificates and invoice signatures, and a real PostgreSQL for the
+//! gateway.
+//!
+//! Every abort path of figures 3, 5, 7, 8, 10 and 11 has a test here that fails if the check
+//! is removed: forged M1 and M3 (fig. 3), wrong M2 (fig. 5), an over-priced invoice (fig. 7),
+//! a bad, foreign or revoked certificate, a broken restriction and a bad signature at the
+//! seller (fig. 8), and at the gateway a duplicate record, no certificate record, a bad
+//! signature, an altered amount, a revoked certificate and broken restrictions (fig. 11),
+//! with the seller's error log (fig. 10). A gateway dying mid-batch bills nothing twice.
+
+use serde_json::{Value, json};
+use simlab_hil::{Process, require, require_file, simlab, simlab_bin, text};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const PHONE: &str = "fixtures/cards/demo-usim.toml";
+const SELLER: &str = "cafe-1";
+const TOKEN_PIN: &str = "0000";
+const SIM_PIN: &str = "1234";
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A fresh directory for one test.
+fn test_dir(name: &str) -> PathBuf {
+    let dir = simlab_hil::temp_path(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts `simlab <args>` as a server and returns it with the URL its first line names.
+fn spawn_role(name: &str, args: &[&str]) -> (Process, String) {
+    let mut cmd = Command::new(simlab_bin());
+    cmd.args(args)
+        .current_dir(simlab_hil::workspace_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut p = Process::spawn(name, &mut cmd);
+    let mut line = String::new();
+    BufReader::new(p.stdout().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("{name} did not say where it listens: {line:?}"))
+        .to_string();
+    (p, url)
+}
+
+// ----- a minimal HTTP client and server for what the CLI does not do ---------------------------
+
+/// One HTTP request; the status and the body as JSON (or a string when not JSON).
+fn http(method: &str, url: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let authority = url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(authority).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let status = raw[9..12].parse().unwrap();
+    let body = &raw[raw.find("\r\n\r\n").unwrap() + 4..];
+    let value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.into()));
+    (status, value)
+}
+
+fn post(url: &str, path: &str, body: &Value) -> (u16, Value) {
+    http("POST", url, path, Some(&body.to_string()))
+}
+
+/// An HTTP server in the test process: `answer(method, path, body)` gives status and body.
+struct FakeServer {
+    url: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type Answer = dyn Fn(&str, &str, &str) -> (u16, String) + Send + Sync;
+
+impl FakeServer {
+    fn start(answer: Box<Answer>) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                let Ok((mut c, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                c.set_nonblocking(false).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head_end, length) = loop {
+                    let n = c.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        break (0, 0);
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap_or(0));
+                        break (end, length);
+                    }
+                };
+                if head_end == 0 {
+                    continue;
+                }
+                while buf.len() < head_end + 4 + length {
+                    let n = c.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                let mut first = head.split(' ');
+                let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
+                let body = String::from_utf8_lossy(&buf[head_end + 4..]).into_owned();
+                let (status, out) = answer(method, path, &body);
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out}",
+                    out.len()
+                );
+            }
+        });
+        FakeServer {
+            url,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// A relay to `target` that lets `edit` change the JSON answer to `path_suffix`.
+    fn relay(target: String, path_suffix: &'static str, edit: fn(&mut Value)) -> FakeServer {
+        FakeServer::start(Box::new(move |method, path, body| {
+            let (status, mut v) = http(method, &target, path, Some(body));
+            if status == 200 && path.ends_with(path_suffix) {
+                edit(&mut v);
+            }
+            (status, v.to_string())
+        }))
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ----- the services ----------------------------------------------------------------------------
+
+/// AuC, gateway and a registered seller, as processes.
+struct Stack {
+    dir: PathBuf,
+    gateway_db: String,
+    auc_url: String,
+    gw_url: String,
+    seller_url: String,
+    seller: Option<Process>,
+    gateway: Option<Process>,
+    auc: Option<Process>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Stopped in reverse order of start, then the directory goes.
+        self.seller.take();
+        self.gateway.take();
+        self.auc.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Stack {
+    /// With the gateway on SQLite in `dir`, or on `gateway_db`.
+    fn start(name: &str, gateway_db: Option<&str>, gateway_extra: &[&str]) -> Stack {
+        let dir = test_dir(name);
+        let auc_db = dir.join("auc.sqlite");
+        let (auc, auc_url) = spawn_role(
+            "auc",
+            &[
+                "auc",
+                "serve",
+                "--db",
+                s(&auc_db),
+                "--listen",
+                "127.0.0.1:0",
+                "--profile",
+                PHONE,
+            ],
+        );
+        let gateway_db = gateway_db
+            .map(String::from)
+            .unwrap_or_else(|| dir.join("gateway.sqlite").to_string_lossy().into_owned());
+        let mut stack = Stack {
+            dir,
+            gateway_db,
+            auc_url,
+            gw_url: String::new(),
+            seller_url: String::new(),
+            seller: None,
+            gateway: None,
+            auc: Some(auc),
+        };
+        stack.start_gateway(gateway_extra);
+        let o = simlab(&[
+            "gateway",
+            "add-seller",
+            "--db",
+            &stack.gateway_db,
+            "--seller-id",
+            SELLER,
+        ]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        let seller_db = stack.dir.join("seller.sqlite");
+        let (seller, seller_url) = spawn_role(
+            "seller",
+            &[
+                "seller",
+                "serve",
+                "--db",
+                s(&seller_db),
+                "--gateway",
+                &stack.gw_url,
+                "--seller-id",
+                SELLER,
+                "--listen",
+                "127.0.0.1:0",
+                "--item",
+                "coffee=350",
+                "--item",
+                "flowers=1500",
+                "--item",
+                "ticket=4900",
+            ],
+        );
+        stack.seller = Some(seller);
+        stack.seller_url = seller_url;
+        stack
+    }
+
+    fn start_gateway(&mut self, extra: &[&str]) {
+        let ca_dir = self.dir.join("ca");
+        let mut args = vec![
+            "gateway",
+            "serve",
+            "--db",
+            &self.gateway_db,
+            "--ca-dir",
+            s(&ca_dir),
+            "--auc",
+            &self.auc_url,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let (gw, url) = spawn_role("gateway", &args);
+        self.gateway = Some(gw);
+        self.gw_url = url;
+    }
+
+    fn ca_pem(&self) -> PathBuf {
+        self.dir.join("ca").join("ca.pem")
+    }
+
+    fn seller_db(&self) -> PathBuf {
+        self.dir.join("seller.sqlite")
+    }
+
+    /// A phone (SIM + token) whose memory lives in `name`.state in the test directory.
+    fn phone(&self, name: &str) -> Phone {
+        Phone {
+            state: self.dir.join(format!("{name}.state")),
+        }
+    }
+
+    /// `simlab seller submit` for this stack's seller.
+    fn submit(&self) -> std::process::Output {
+        simlab(&[
+            "seller",
+            "submit",
+            "--db",
+            s(&self.seller_db()),
+            "--gateway",
+            &self.gw_url,
+            "--seller-id",
+            SELLER,
+            "--json",
+        ])
+    }
+
+    /// POSTs a 910 by hand.
+    fn bill(&self, batch_id: &str, records: Vec<Value>) -> (u16, Value) {
+        post(
+            &self.gw_url,
+            "/v1/billing/batches",
+            &json!({ "seller_id": SELLER, "batch_id": batch_id, "records": records }),
+        )
+    }
+
+    fn cdrs(&self) -> Vec<Value> {
+        let o = simlab(&["gateway", "cdrs", "--db", &self.gateway_db, "--json"]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        simlab_hil::json(&o).as_array().unwrap().clone()
+    }
+}
+
+/// The emulated card (demo USIM with the token applet) with persistent memory.
+struct Phone {
+    state: PathBuf,
+}
+
+impl Phone {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["--emulate", PHONE];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--state", s(&self.state)]);
+        simlab(&all)
+    }
+
+    fn enroll(&self, gateway: &str, extra: &[&str]) -> std::process::Output {
+        let mut args = vec![
+            "ms",
+            "enroll",
+            "--gateway",
+            gateway,
+            "--pin",
+            TOKEN_PIN,
+            "--sim-pin",
+            SIM_PIN,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// Enrolls and returns the JSON, asserting success.
+    fn enrolled(&self, gateway: &str, extra: &[&str]) -> Value {
+        let o = self.enroll(gateway, extra);
+        assert!(o.status.success(), "enroll: {:?}", text(&o));
+        simlab_hil::json(&o)
+    }
+
+    fn buy(&self, seller: &str, item: &str, extra: &[&str]) -> std::process::Output {
+        let mut args = vec![
+            "buy", "--seller", seller, "--item", item, "--pin", TOKEN_PIN, "--json",
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn bought(&self, seller: &str, item: &str) -> Value {
+        let o = self.buy(seller, item, &[]);
+        assert!(o.status.success(), "buy: {:?}", text(&o));
+        simlab_hil::json(&o)
+    }
+
+    /// The token's DER signature over `data` (its SIGN command: SHA-256 on the card).
+    fn sign(&self, data: &[u8]) -> String {
+        let o = self.run(&[
+            "token",
+            "sign",
+            "--data",
+            &hex(data),
+            "--pin",
+            TOKEN_PIN,
+            "--json",
+        ]);
+        assert!(o.status.success(), "sign: {:?}", text(&o));
+        simlab_hil::json(&o)["signature_der"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn certificate_len(&self) -> u64 {
+        let o = self.run(&["token", "info", "--json"]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        simlab_hil::json(&o)["certificate_len"].as_u64().unwrap()
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The invoice encoding of docs/pki-messages.md, written here independently of simlab's.
+fn invoice(txn: &str, serial: &[u8], amount: u64, issued_at: u64, item: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in [
+        &b"simlab-invoice-v1"[..],
+        SELLER.as_bytes(),
+        txn.as_bytes(),
+        serial,
+        &amount.to_be_bytes(),
+        b"EUR",
+        &issued_at.to_be_bytes(),
+        item.as_bytes(),
+    ] {
+        out.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An accounting record as the seller would send it.
+fn record(txn: &str, serial: &str, amount: u64, invoice: &[u8], signature: &str) -> Value {
+    json!({
+        "transaction_id": txn,
+        "serial": serial,
+        "amount": amount,
+        "currency": "EUR",
+        "invoice": hex(invoice),
+        "signature": signature,
+    })
+}
+
+fn openssl(args: &[&str]) -> (bool, String) {
+    let o = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+fn reasons(answer: &Value) -> Vec<String> {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap_or("billed").to_string())
+        .collect()
+}
+
+// ----- the tests -------------------------------------------------------------------------------
+
+#[test]
+fn enroll_buy_and_bill_end_to_end_checked_by_openssl() {
+    if !require("openssl") {
+        return;
+    }
+    let stack = Stack::start("pki-e2e", None, &[]);
+    let phone = stack.phone("phone");
+    let e = phone.enrolled(&stack.gw_url, &["--alias", "alice", "--limit", "2000"]);
+    assert_eq!(e["imsi"], "001010000000042");
+    assert_eq!(e["path"], "gsm");
+    let cert = stack.dir.join("alice.pem");
+    std::fs::write(&cert, e["certificate_pem"].as_str().unwrap()).unwrap();
+
+    // openssl reads the certificate, the alias is the subject, the restrictions are there.
+    let (ok, out) = openssl(&["x509", "-in", s(&cert), "-noout", "-text"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("Subject: O = simlab, CN = alice"), "{out}");
+    assert!(
+        out.contains("ecdsa-with-SHA256") && out.contains("prime256v1"),
+        "{out}"
+    );
+    assert!(out.contains("1.3.6.1.4.1.55555.1.1"), "{out}");
+    assert!(out.contains("Digital Signature"), "{out}");
+    // …and verifies it against the gateway's CA file, and the one sent in 260.
+    let (ok, out) = openssl(&["verify", "-CAfile", s(&stack.ca_pem()), s(&cert)]);
+    assert!(ok, "{out}");
+    let sent_ca = stack.dir.join("sent-ca.pem");
+    std::fs::write(&sent_ca, e["gateway_certificate_pem"].as_str().unwrap()).unwrap();
+    assert!(openssl(&["verify", "-CAfile", s(&sent_ca), s(&cert)]).0);
+    // The CA key is private to the gateway.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(stack.dir.join("ca/ca-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A purchase; openssl verifies the token's signature over the exact invoice bytes.
+    let b = phone.bought(&stack.seller_url, "coffee");
+    assert_eq!(
+        (b["amount"].as_u64(), b["currency"].as_str()),
+        (Some(350), Some("EUR"))
+    );
+    let inv = stack.dir.join("invoice.bin");
+    let sig = stack.dir.join("invoice.sig");
+    let key = stack.dir.join("key.pem");
+    std::fs::write(&inv, unhex(b["invoice_hex"].as_str().unwrap())).unwrap();
+    std::fs::write(&sig, unhex(b["signature_der_hex"].as_str().unwrap())).unwrap();
+    std::fs::write(&key, b["public_key_pem"].as_str().unwrap()).unwrap();
+    let (ok, out) = openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        s(&key),
+        "-signature",
+        s(&sig),
+        s(&inv),
+    ]);
+    assert!(ok && out.contains("Verified OK"), "{out}");
+    // The key is the certified one.
+    let (_, pub_from_cert) = openssl(&["x509", "-in", s(&cert), "-noout", "-pubkey"]);
+    assert_eq!(
+        pub_from_cert.trim(),
+        b["public_key_pem"].as_str().unwrap().trim()
+    );
+    // One changed byte and openssl says no: the check has teeth.
+    let mut tampered = unhex(b["invoice_hex"].as_str().unwrap());
+    tampered[40] ^= 1;
+    std::fs::write(&inv, tampered).unwrap();
+    assert!(
+        !openssl(&[
+            "dgst",
+            "-sha256",
+            "-verify",
+            s(&key),
+            "-signature",
+            s(&sig),
+            s(&inv)
+        ])
+        .0
+    );
+
+    phone.bought(&stack.seller_url, "flowers");
+    let o = stack.submit();
+    assert!(o.status.success(), "{:?}", text(&o));
+    let r = simlab_hil::json(&o);
+    assert_eq!(
+        (r["accepted"].as_u64(), r["rejected"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let cdrs = stack.cdrs();
+    assert_eq!(cdrs.len(), 2);
+    assert!(
+        cdrs.iter()
+            .all(|c| c["imsi"] == "001010000000042" && c["seller_id"] == SELLER)
+    );
+    assert_eq!(
+        cdrs.iter()
+            .map(|c| c["amount"].as_u64().unwrap())
+            .sum::<u64>(),
+        1850
+    );
+    // The seller's own endpoint runs the same billing (what --submit-every does).
+    phone.bought(&stack.seller_url, "coffee");
+    let (st, v) = post(&stack.seller_url, "/v1/billing/submit", &json!({}));
+    assert_eq!((st, v["accepted"].as_u64()), (200, Some(1)), "{v}");
+    // Nothing is left to bill, and the seller's log says billed.
+    let again = simlab_hil::json(&stack.submit());
+    assert_eq!(again["submitted"], 0);
+    let sales = simlab_hil::json(&simlab(&[
+        "seller",
+        "sales",
+        "--db",
+        s(&stack.seller_db()),
+        "--json",
+    ]));
+    assert!(
+        sales
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "billed"),
+        "{sales}"
+    );
+
+    // The USIM path (K from CK‖IK) issues a certificate openssl verifies too.
+    let u = phone.enrolled(&stack.gw_url, &["--path", "usim"]);
+    assert_eq!(u["path"], "usim");
+    let ucert = stack.dir.join("usim.pem");
+    std::fs::write(&ucert, u["certificate_pem"].as_str().unwrap()).unwrap();
+    assert!(openssl(&["verify", "-CAfile", s(&stack.ca_pem()), s(&ucert)]).0);
+}
+
+#[test]
+fn a_usim_ahead_of_the_auc_resynchronises() {
+    let stack = Stack::start("pki-resync", None, &[]);
+    let ahead = stack.dir.join("ahead.toml");
+    let text_ = std::fs::read_to_string(simlab_hil::workspace_root().join(PHONE)).unwrap();
+    std::fs::write(
+        &ahead,
+        text_
+            .lines()
+            .map(|l| {
+                if l.starts_with("sqn") {
+                    "sqn = \"000000100000\""
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let o = simlab(&[
+        "--emulate",
+        s(&ahead),
+        "ms",
+        "enroll",
+        "--gateway",
+        &stack.gw_url,
+        "--pin",
+        TOKEN_PIN,
+        "--sim-pin",
+        SIM_PIN,
+        "--path",
+        "usim",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(simlab_hil::json(&o)["resynchronised"], true);
+}
+
+#[test]
+fn a_forged_gateway_is_refused_at_m1_and_the_card_releases_nothing() {
+    let stack = Stack::start("pki-m1", None, &[]);
+    // An impersonator without the AuC: real-looking RANDs, an M1 it cannot compute.
+    let forged = FakeServer::start(Box::new(|_, path, body| {
+        assert!(
+            path.ends_with("/begin"),
+            "the phone went on after a wrong M1: {path}"
+        );
+        let req: Value = serde_json::from_str(body).unwrap();
+        let answer = json!({
+            "sid": req["sid"], "path": "gsm",
+            "rands": ["00112233445566778899aabbccddeeff", "0102030405060708090a0b0c0d0e0f10", "ffeeddccbbaa99887766554433221100"],
+            "m1": "5a".repeat(32),
+            "expires_at": 4_000_000_000u64,
+        });
+        (200, answer.to_string())
+    }));
+    let phone = stack.phone("phone");
+    let o = phone.enroll(&forged.url, &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("M1 is wrong"), "{err}");
+    assert_eq!(phone.certificate_len(), 0);
+    // The genuine gateway, same phone: fine.
+    phone.enrolled(&stack.gw_url, &[]);
+    assert!(phone.certificate_len() > 0);
+}
+
+#[test]
+fn a_forged_m3_and_a_foreign_certificate_are_refused_and_nothing_is_stored() {
+    let stack = Stack::start("pki-m3", None, &[]);
+    let phone = stack.phone("phone");
+    let relay = FakeServer::relay(stack.gw_url.clone(), "/finish", |v| {
+        let m3 = v["m3"].as_str().unwrap();
+        let flipped = if &m3[..1] == "0" { "1" } else { "0" };
+        v["m3"] = Value::String(format!("{flipped}{}", &m3[1..]));
+    });
+    let o = phone.enroll(&relay.url, &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("M3 is wrong"), "{err}");
+    assert_eq!(
+        phone.certificate_len(),
+        0,
+        "a certificate with a wrong M3 was stored"
+    );
+
+    // A relay that swaps in a certificate the gateway CA did not issue (with the right M3 it
+    // cannot have): the phone refuses it before the card is even asked.
+    if require("openssl") {
+        let key = stack.dir.join("other.key");
+        let pem = stack.dir.join("other.pem");
+        let (ok, out) = openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            s(&key),
+            "-out",
+            s(&pem),
+            "-subj",
+            "/O=simlab/CN=alice",
+            "-days",
+            "1",
+        ]);
+        assert!(ok, "{out}");
+        let (_, der) = openssl(&[
+            "x509",
+            "-in",
+            s(&pem),
+            "-outform",
+            "DER",
+            "-out",
+            s(&stack.dir.join("other.der")),
+        ]);
+        let _ = der;
+        let other = hex(&std::fs::read(stack.dir.join("other.der")).unwrap());
+        std::fs::write(stack.dir.join("other.hex"), &other).unwrap();
+        let swap = FakeServer::start(Box::new({
+            let target = stack.gw_url.clone();
+            move |method, path, body| {
+                let (status, mut v) = http(method, &target, path, Some(body));
+                if status == 200 && path.ends_with("/finish") {
+                    v["certificate"] = Value::String(other.clone());
+                }
+                (status, v.to_string())
+            }
+        }));
+        let o = phone.enroll(&swap.url, &[]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("bad certificate"), "{err}");
+        assert_eq!(phone.certificate_len(), 0);
+    }
+}
+
+/// A P-256 public key (uncompressed point, hex) that is not the token's.
+fn some_public_key(dir: &Path) -> String {
+    let key = dir.join("p.key");
+    assert!(
+        openssl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            s(&key)
+        ])
+        .0
+    );
+    let der = dir.join("p.der");
+    assert!(
+        openssl(&[
+            "ec",
+            "-in",
+            s(&key),
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            s(&der)
+        ])
+        .0
+    );
+    let spki = std::fs::read(der).unwrap();
+    hex(&spki[spki.len() - 65..])
+}
+
+fn restrictions() -> Value {
+    json!({"per_purchase_limit": 5000, "currency": "EUR", "max_purchases": 10, "period_seconds": 86400, "validity_seconds": 604800})
+}
+
+#[test]
+fn a_wrong_m2_is_refused_and_ends_the_session() {
+    if !require("openssl") {
+        return;
+    }
+    let stack = Stack::start("pki-m2", None, &[]);
+    let sid = "5e55105e55105e55105e55105e551001";
+    let (status, m240) = post(
+        &stack.gw_url,
+        "/v1/bootstrap/begin",
+        &json!({ "sid": sid, "imsi": "001010000000042" }),
+    );
+    assert_eq!(status, 200, "{m240}");
+    assert_eq!(m240["rands"].as_array().unwrap().len(), 3);
+    let finish = json!({
+        "sid": sid,
+        "responses": "00112233445566778899aabb",
+        "public_key": some_public_key(&stack.dir),
+        "restrictions": restrictions(),
+        "alias": "mallory",
+        "m2": "42".repeat(32),
+    });
+    let (status, v) = post(&stack.gw_url, "/v1/bootstrap/finish", &finish);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (403, Some("m2_mismatch")),
+        "{v}"
+    );
+    // One 250 per session: no second guess.
+    let (status, v) = post(&stack.gw_url, "/v1/bootstrap/finish", &finish);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("session_closed")),
+        "{v}"
+    );
+    // The SID cannot be reused either.
+    let (status, v) = post(
+        &stack.gw_url,
+        "/v1/bootstrap/begin",
+        &json!({ "sid": sid, "imsi": "001010000000042" }),
+    );
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("replayed_sid")),
+        "{v}"
+    );
+}
+
+#[test]
+fn the_gateway_answers_bad_input_with_the_right_status() {
+    let stack = Stack::start("pki-bad-input", None, &[]);
+    let g = &stack.gw_url;
+    let begin = "/v1/bootstrap/begin";
+    let cases: Vec<(Option<&str>, u16, &str)> = vec![
+        (Some("{not json"), 400, "malformed_json"),
+        (Some(""), 400, "malformed_json"),
+        (
+            Some(r#"{"sid":"00","imsi":"001010000000042"}"#),
+            400,
+            "bad_field",
+        ),
+        (
+            Some(r#"{"sid":"000102030405060708090a0b0c0d0e0f","imsi":"12ab"}"#),
+            400,
+            "bad_field",
+        ),
+        (
+            Some(r#"{"sid":"000102030405060708090a0b0c0d0e0f","imsi":"001010000000042","x":1}"#),
+            400,
+            "malformed_json",
+        ),
+        (
+            Some(r#"{"sid":"000102030405060708090a0b0c0d0e0f","imsi":"001019999999999"}"#),
+            404,
+            "unknown_imsi",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (st, v) = http("POST", g, begin, body);
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (status, Some(code)),
+            "{body:?}: {v}"
+        );
+    }
+    // Replayed SID.
+    let body = json!({ "sid": "aa0102030405060708090a0b0c0d0e0f", "imsi": "001010000000042" });
+    assert_eq!(post(g, begin, &body).0, 200);
+    let (st, v) = post(g, begin, &body);
+    assert_eq!((st, v["error"].as_str()), (409, Some("replayed_sid")));
+    // 250 for a session that never was; wrong lengths.
+    let (st, v) = post(
+        g,
+        "/v1/bootstrap/finish",
+        &json!({"sid": "bb0102030405060708090a0b0c0d0e0f", "responses": "00112233", "public_key": "04".to_string() + &"11".repeat(64), "restrictions": restrictions(), "m2": "00".repeat(32)}),
+    );
+    assert_eq!(st, 400, "not a point on the curve: {v}");
+    let (st, v) = post(
+        g,
+        "/v1/bootstrap/finish",
+        &json!({"sid": "bb0102030405060708090a0b0c0d0e0f", "responses": "00112233", "public_key": "04", "restrictions": restrictions(), "m2": "00".repeat(32)}),
+    );
+    assert_eq!((st, v["error"].as_str()), (400, Some("bad_field")), "{v}");
+    // Billing: unknown seller, empty batch, unknown endpoint, wrong method, too large.
+    let (st, v) = post(
+        g,
+        "/v1/billing/batches",
+        &json!({"seller_id": "nobody", "batch_id": "b", "records": [record("t", "01", 1, b"x", "30")]}),
+    );
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (403, Some("unknown_seller")),
+        "{v}"
+    );
+    let (st, _) = stack.bill("b", vec![]);
+    assert_eq!(st, 400);
+    assert_eq!(http("GET", g, "/v1/nothing", None).0, 404);
+    assert_eq!(http("GET", g, "/v1/bootstrap/begin", None).0, 405);
+    // A body over the limit is refused from its Content-Length, before it is sent.
+    let mut c = TcpStream::connect(g.trim_start_matches("http://")).unwrap();
+    write!(
+        c,
+        "POST /v1/billing/batches HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        17 << 20
+    )
+    .unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 413 ") && answer.contains("body_too_large"),
+        "{answer}"
+    );
+    // Validity check of an unknown certificate.
+    assert_eq!(http("GET", g, "/v1/certificates/0102", None).0, 404);
+    assert_eq!(http("GET", g, "/v1/certificates/zz", None).0, 400);
+    // The AuC's own answers.
+    let (st, v) = post(
+        &stack.auc_url,
+        "/v1/auth-info",
+        &json!({"imsi": "001010000000042", "path": "gsm", "count": 9}),
+    );
+    assert_eq!((st, v["error"].as_str()), (400, Some("bad_field")), "{v}");
+}
+
+#[test]
+fn the_seller_refuses_foreign_revoked_and_over_limit_certificates() {
+    let stack = Stack::start("pki-seller-cert", None, &[]);
+    let phone = stack.phone("phone");
+    let e = phone.enrolled(&stack.gw_url, &["--limit", "2000"]);
+    let serial = e["serial"].as_str().unwrap().to_string();
+
+    // Garbage and a certificate from another CA (same names, its own key).
+    let (st, v) = post(
+        &stack.seller_url,
+        "/v1/purchases",
+        &json!({"certificate": "3003020101", "item": "coffee"}),
+    );
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (403, Some("certificate_rejected")),
+        "{v}"
+    );
+    if require("openssl") {
+        let key = stack.dir.join("k.pem");
+        let pem = stack.dir.join("foreign.pem");
+        let der = stack.dir.join("foreign.der");
+        assert!(
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                s(&key),
+                "-out",
+                s(&pem),
+                "-subj",
+                "/O=simlab/CN=simlab gateway CA",
+                "-days",
+                "2",
+            ])
+            .0
+        );
+        assert!(openssl(&["x509", "-in", s(&pem), "-outform", "DER", "-out", s(&der)]).0);
+        let (st, v) = post(
+            &stack.seller_url,
+            "/v1/purchases",
+            &json!({"certificate": hex(&std::fs::read(&der).unwrap()), "item": "coffee"}),
+        );
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (403, Some("certificate_rejected")),
+            "{v}"
+        );
+        // openssl agrees that it is not the gateway's.
+        assert!(!openssl(&["verify", "-CAfile", s(&stack.ca_pem()), s(&pem)]).0);
+    }
+
+    // Over the per-purchase limit: refused before any invoice (exit 1, nothing signed).
+    let o = phone.buy(&stack.seller_url, "ticket", &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("restriction_broken"), "{err}");
+
+    // Revoked: the online check refuses it.
+    let o = simlab(&[
+        "gateway",
+        "revoke",
+        "--db",
+        &stack.gateway_db,
+        "--serial",
+        &serial,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (st, v) = http(
+        "GET",
+        &stack.gw_url,
+        &format!("/v1/certificates/{serial}"),
+        None,
+    );
+    assert_eq!((st, v["status"].as_str()), (200, Some("revoked")), "{v}");
+    let o = phone.buy(&stack.seller_url, "coffee", &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("certificate_revoked"), "{err}");
+    let sales = simlab_hil::json(&simlab(&[
+        "seller",
+        "sales",
+        "--db",
+        s(&stack.seller_db()),
+        "--json",
+    ]));
+    assert!(
+        sales.as_array().unwrap().is_empty(),
+        "nothing may be invoiced: {sales}"
+    );
+}
+
+#[test]
+fn the_seller_refuses_a_signature_over_another_amount_and_the_buyer_refuses_a_dear_invoice() {
+    let stack = Stack::start("pki-seller-sig", None, &[]);
+    let phone = stack.phone("phone");
+    let e = phone.enrolled(&stack.gw_url, &[]);
+    let cert_der = {
+        let pem = e["certificate_pem"].as_str().unwrap();
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let p = stack.dir.join("c.pem");
+        std::fs::write(&p, pem).unwrap();
+        let d = stack.dir.join("c.der");
+        assert!(
+            openssl(&["x509", "-in", s(&p), "-outform", "DER", "-out", s(&d)]).0 || b64.is_empty()
+        );
+        std::fs::read(d).unwrap()
+    };
+    // 610 → 620.
+    let (st, offer) = post(
+        &stack.seller_url,
+        "/v1/purchases",
+        &json!({"certificate": hex(&cert_der), "item": "flowers"}),
+    );
+    assert_eq!(st, 200, "{offer}");
+    let txn = offer["transaction_id"].as_str().unwrap().to_string();
+    let bytes = unhex(offer["invoice"].as_str().unwrap());
+    // The buyer signs an invoice with another amount: the seller checks against its own.
+    let cheaper = invoice(
+        &txn,
+        &unhex(offer["serial"].as_str().unwrap()),
+        150,
+        offer["issued_at"].as_u64().unwrap(),
+        "flowers",
+    );
+    assert_ne!(cheaper, bytes);
+    let bad = phone.sign(&cheaper);
+    let pay = format!("/v1/purchases/{txn}/payment");
+    let (st, v) = post(&stack.seller_url, &pay, &json!({"signature": bad}));
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (422, Some("bad_signature")),
+        "{v}"
+    );
+    // The exact bytes, signed: delivered, once.
+    let good = phone.sign(&bytes);
+    let (st, v) = post(&stack.seller_url, &pay, &json!({"signature": good}));
+    assert_eq!(st, 200, "{v}");
+    assert!(v["delivery"].as_str().unwrap().contains("flowers"));
+    let (st, v) = post(&stack.seller_url, &pay, &json!({"signature": good}));
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("already_paid")),
+        "{v}"
+    );
+    // The invoice encoding the test wrote by hand is simlab's, byte for byte.
+    assert_eq!(
+        invoice(
+            &txn,
+            &unhex(offer["serial"].as_str().unwrap()),
+            1500,
+            offer["issued_at"].as_u64().unwrap(),
+            "flowers"
+        ),
+        bytes
+    );
+
+    // The buyer's own check (operation 740): more than it agreed to pay, nothing is signed.
+    let o = phone.buy(&stack.seller_url, "flowers", &["--max-amount", "1000"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("nothing signed"), "{err}");
+    let sales = simlab_hil::json(&simlab(&[
+        "seller",
+        "sales",
+        "--db",
+        s(&stack.seller_db()),
+        "--json",
+    ]));
+    let offered: Vec<_> = sales
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] == "offered")
+        .collect();
+    assert_eq!(offered.len(), 1, "the dear invoice stays unpaid: {sales}");
+}
+
+#[test]
+fn offers_are_not_purchases_the_seller_counts_again_at_payment() {
+    if !require("openssl") {
+        return;
+    }
+    let stack = Stack::start("pki-seller-count", None, &[]);
+    let phone = stack.phone("phone");
+    let e = phone.enrolled(&stack.gw_url, &["--max-purchases", "1"]);
+    let p = stack.dir.join("c.pem");
+    let d = stack.dir.join("c.der");
+    std::fs::write(&p, e["certificate_pem"].as_str().unwrap()).unwrap();
+    assert!(openssl(&["x509", "-in", s(&p), "-outform", "DER", "-out", s(&d)]).0);
+    let cert = hex(&std::fs::read(&d).unwrap());
+    // Two invoices while nothing is paid yet: both offered.
+    let offers: Vec<Value> = (0..2)
+        .map(|_| {
+            let (st, v) = post(
+                &stack.seller_url,
+                "/v1/purchases",
+                &json!({"certificate": cert, "item": "coffee"}),
+            );
+            assert_eq!(st, 200, "{v}");
+            v
+        })
+        .collect();
+    let pay = |offer: &Value| {
+        let sig = phone.sign(&unhex(offer["invoice"].as_str().unwrap()));
+        let path = format!(
+            "/v1/purchases/{}/payment",
+            offer["transaction_id"].as_str().unwrap()
+        );
+        post(&stack.seller_url, &path, &json!({ "signature": sig }))
+    };
+    assert_eq!(pay(&offers[0]).0, 200);
+    let (st, v) = pay(&offers[1]);
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (422, Some("restriction_broken")),
+        "{v}"
+    );
+    // And no third invoice either.
+    let (st, v) = post(
+        &stack.seller_url,
+        "/v1/purchases",
+        &json!({"certificate": cert, "item": "coffee"}),
+    );
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (422, Some("restriction_broken")),
+        "{v}"
+    );
+}
+
+#[test]
+fn the_gateway_rejects_each_bad_record_for_its_reason_and_bills_the_rest_once() {
+    let stack = Stack::start("pki-billing", None, &[]);
+    let phone = stack.phone("phone");
+    let e = phone.enrolled(&stack.gw_url, &["--limit", "2000", "--max-purchases", "3"]);
+    let serial_hex = e["serial"].as_str().unwrap().to_string();
+    let serial = unhex(&serial_hex);
+    let t = now();
+
+    // Invoices signed by the token, made up by the test (the seller is bypassed: the gateway
+    // must stand on its own).
+    let signed = |txn: &str, amount: u64, issued_at: u64| {
+        let inv = invoice(txn, &serial, amount, issued_at, "coffee");
+        let sig = phone.sign(&inv);
+        (inv, sig)
+    };
+    let (i1, s1) = signed("t-1", 350, t);
+    let (i2, s2) = signed("t-2", 400, t);
+    let (i3, s3) = signed("t-3", 2500, t); // over the 20.00 limit
+    let (i4, s4) = signed("t-4", 450, t);
+    let (i5, s5) = signed("t-5", 500, t); // the 4th purchase in a period of 3
+    let mut bad_sig = unhex(&s2);
+    let last = bad_sig.len() - 1;
+    bad_sig[last] ^= 1;
+    let unknown_serial = [0x7e; 16];
+    let i6 = invoice("t-6", &unknown_serial, 100, t, "coffee");
+    let s6 = phone.sign(&i6);
+    let (i7, s7) = signed("t-7", 100, e["not_after"].as_u64().unwrap() + 10); // after validity
+
+    let (st, a) = stack.bill(
+        "batch-1",
+        vec![
+            record("t-1", &serial_hex, 350, &i1, &s1),
+            record("t-1", &serial_hex, 350, &i1, &s1), // duplicate within the batch
+            record("t-2", &serial_hex, 400, &i2, &hex(&bad_sig)),
+            record("t-2", &serial_hex, 4000, &i2, &s2), // the amount differs from the signed one
+            record("t-3", &serial_hex, 2500, &i3, &s3),
+            record("t-6", &hex(&unknown_serial), 100, &i6, &s6),
+            record("t-7", &serial_hex, 100, &i7, &s7),
+            record("t-2", &serial_hex, 400, &i2, &s2),
+            record("t-4", &serial_hex, 450, &i4, &s4),
+            record("t-5", &serial_hex, 500, &i5, &s5),
+            json!({"transaction_id": "t-8", "serial": serial_hex, "amount": 1, "currency": "EUR", "invoice": "zz", "signature": "00"}),
+        ],
+    );
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(
+        reasons(&a),
+        [
+            "billed",
+            "already_billed",
+            "bad_signature",
+            "invoice_mismatch",
+            "restriction_broken",
+            "no_certificate_record",
+            "restriction_broken",
+            "billed",
+            "billed",
+            "restriction_broken",
+            "malformed_record",
+        ],
+        "{a:#}"
+    );
+    assert_eq!(
+        (a["accepted"].as_u64(), a["rejected"].as_u64()),
+        (Some(3), Some(8))
+    );
+    assert_eq!(a["results"][1]["same_invoice"], true);
+    assert!(
+        a["results"][4]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("per-purchase limit")
+    );
+    assert!(
+        a["results"][9]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("3 purchases per period")
+    );
+
+    // Submitted again in another batch: all already billed, saying when and where.
+    let (_, b) = stack.bill(
+        "batch-2",
+        vec![
+            record("t-1", &serial_hex, 350, &i1, &s1),
+            record("t-4", &serial_hex, 450, &i4, &s4),
+        ],
+    );
+    assert_eq!(reasons(&b), ["already_billed", "already_billed"]);
+    assert_eq!(b["results"][0]["billed_in_batch"], "batch-1");
+    assert_eq!(b["results"][0]["same_invoice"], true);
+    // Another invoice reusing a billed transaction id: rejected as well, flagged as different.
+    let (i1b, s1b) = signed("t-1", 100, t);
+    let (_, c) = stack.bill("batch-3", vec![record("t-1", &serial_hex, 100, &i1b, &s1b)]);
+    assert_eq!(reasons(&c), ["already_billed"]);
+    assert_eq!(c["results"][0]["same_invoice"], false);
+
+    // Revocation: an invoice issued after it is not billed.
+    assert!(
+        simlab(&[
+            "gateway",
+            "revoke",
+            "--db",
+            &stack.gateway_db,
+            "--serial",
+            &serial_hex
+        ])
+        .status
+        .success()
+    );
+    let (i9, s9) = signed("t-9", 100, now() + 1);
+    let (_, d) = stack.bill("batch-4", vec![record("t-9", &serial_hex, 100, &i9, &s9)]);
+    assert_eq!(reasons(&d), ["certificate_revoked"]);
+
+    let cdrs = stack.cdrs();
+    let mut ids: Vec<&str> = cdrs
+        .iter()
+        .map(|c| c["transaction_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["t-1", "t-2", "t-4"]);
+    assert_eq!(
+        cdrs.iter()
+            .map(|c| c["amount"].as_u64().unwrap())
+            .sum::<u64>(),
+        1200
+    );
+}
+
+#[test]
+fn rejected_records_land_in_the_sellers_error_log() {
+    if !require("python3") {
+        return;
+    }
+    let stack = Stack::start("pki-errorlog", None, &[]);
+    let phone = stack.phone("phone");
+    phone.enrolled(&stack.gw_url, &[]);
+    let coffee = phone.bought(&stack.seller_url, "coffee");
+    phone.bought(&stack.seller_url, "flowers");
+    // A dishonest (or broken) seller database: the coffee's record now claims three times the
+    // signed amount.
+    let db = stack.seller_db();
+    let script = format!(
+        "import sqlite3; c = sqlite3.connect({:?}); c.execute(\"UPDATE sales SET amount = amount * 3 WHERE transaction_id = '{}'\"); c.commit()",
+        s(&db),
+        coffee["transaction_id"].as_str().unwrap()
+    );
+    assert!(
+        Command::new("python3")
+            .args(["-c", &script])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = stack.submit();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a rejection is a failed check: {:?}",
+        text(&o)
+    );
+    let r = simlab_hil::json(&o);
+    assert_eq!(
+        (r["accepted"].as_u64(), r["rejected"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    let sales = simlab_hil::json(&simlab(&["seller", "sales", "--db", s(&db), "--json"]));
+    for sale in sales.as_array().unwrap() {
+        if sale["transaction_id"] == coffee["transaction_id"] {
+            assert_eq!(
+                (sale["state"].as_str(), sale["reason"].as_str()),
+                (Some("rejected"), Some("invoice_mismatch")),
+                "{sale}"
+            );
+            assert!(
+                sale["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("signed invoice says 3.50 EUR"),
+                "{sale}"
+            );
+        } else {
+            assert_eq!(sale["state"], "billed", "{sale}");
+        }
+    }
+    // The error log is not resubmitted by itself.
+    assert_eq!(simlab_hil::json(&stack.submit())["submitted"], 0);
+    assert_eq!(stack.cdrs().len(), 1);
+}
+
+#[test]
+fn a_gateway_killed_mid_batch_bills_every_record_exactly_once() {
+    let mut stack = Stack::start("pki-kill", None, &["--exit-after-records", "3"]);
+    let phone = stack.phone("phone");
+    phone.enrolled(&stack.gw_url, &["--max-purchases", "20"]);
+    for _ in 0..6 {
+        phone.bought(&stack.seller_url, "coffee");
+    }
+    // The gateway commits three records, then dies before answering.
+    let o = stack.submit();
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("will be sent again"), "{:?}", text(&o));
+    let status = stack
+        .gateway
+        .as_mut()
+        .unwrap()
+        .stop_with(libc::SIGTERM, Duration::from_secs(5))
+        .0;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(86),
+        "the gateway should have died of the fault"
+    );
+    assert_eq!(stack.cdrs().len(), 3);
+    // Restarted (no fault), the same records again: three were billed before, three now.
+    stack.gateway = None;
+    stack.start_gateway(&[]);
+    let o = stack.submit();
+    assert!(o.status.success(), "{:?}", text(&o));
+    let r = simlab_hil::json(&o);
+    assert_eq!(
+        (
+            r["submitted"].as_u64(),
+            r["accepted"].as_u64(),
+            r["billed_before"].as_u64(),
+            r["rejected"].as_u64()
+        ),
+        (Some(6), Some(3), Some(3), Some(0)),
+        "{r:#}"
+    );
+    let before: Vec<_> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["reason"] == "already_billed")
+        .collect();
+    assert!(before.iter().all(|x| x["same_invoice"] == true));
+    let cdrs = stack.cdrs();
+    let mut ids: Vec<&str> = cdrs
+        .iter()
+        .map(|c| c["transaction_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((cdrs.len(), ids.len()), (6, 6));
+    assert_eq!(simlab_hil::json(&stack.submit())["submitted"], 0);
+}
+
+#[test]
+fn a_gateway_killed_with_sigkill_at_any_moment_bills_nothing_twice() {
+    let mut stack = Stack::start("pki-sigkill", None, &[]);
+    let phone = stack.phone("phone");
+    phone.enrolled(&stack.gw_url, &["--max-purchases", "100"]);
+    const N: usize = 30;
+    for _ in 0..N {
+        phone.bought(&stack.seller_url, "coffee");
+    }
+    // Batches of 5, and the kill comes once the first is committed: somewhere in the middle
+    // of the run, possibly inside a batch. Whatever the moment, the invariants below hold.
+    let mut submit = Process::spawn(
+        "seller submit",
+        Command::new(simlab_bin())
+            .args([
+                "seller",
+                "submit",
+                "--db",
+                s(&stack.seller_db()),
+                "--gateway",
+                &stack.gw_url,
+                "--seller-id",
+                SELLER,
+                "--batch-size",
+                "5",
+                "--json",
+            ])
+            .current_dir(simlab_hil::workspace_root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stack.cdrs().is_empty() {
+        assert!(Instant::now() < deadline, "nothing was billed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stack.gateway.as_ref().unwrap().signal(libc::SIGKILL);
+    let first_ok = submit
+        .stop_with(libc::SIGTERM, Duration::from_secs(10))
+        .0
+        .is_some_and(|s| s.success());
+    let committed = stack.cdrs().len();
+    let seller_db = stack.seller_db();
+    let sales = || {
+        simlab_hil::json(&simlab(&[
+            "seller",
+            "sales",
+            "--db",
+            s(&seller_db),
+            "--json",
+        ]))
+    };
+    let settled = sales()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] == "billed")
+        .count();
+    eprintln!(
+        "SIGKILL: the first run {}; {settled} answered as billed, {committed} committed, of {N}",
+        if first_ok { "finished" } else { "was cut off" }
+    );
+    assert!(settled <= committed && committed <= N);
+    stack.gateway = None;
+    stack.start_gateway(&[]);
+    let o = stack.submit();
+    assert!(o.status.success(), "{:?}", text(&o));
+    let r = simlab_hil::json(&o);
+    let n = |k: &str| r[k].as_u64().unwrap() as usize;
+    // Everything the seller did not hear about is answered now: billed now, or billed before
+    // (what the killed gateway had committed) — never twice, never lost.
+    assert_eq!(n("submitted"), N - settled, "{r:#}");
+    assert_eq!(n("billed_before"), committed - settled, "{r:#}");
+    assert_eq!(n("accepted"), N - committed, "{r:#}");
+    assert_eq!(n("rejected"), 0, "{r:#}");
+    let cdrs = stack.cdrs();
+    let mut ids: Vec<&str> = cdrs
+        .iter()
+        .map(|c| c["transaction_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((cdrs.len(), ids.len()), (N, N));
+    assert!(
+        sales()
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "billed")
+    );
+}
+
+// ----- PostgreSQL ------------------------------------------------------------------------------
+
+/// A PostgreSQL server of this test's own, on a Unix socket in a temporary directory, run as
+/// the `postgres` user when the tests run as root (PostgreSQL refuses root).
+struct Postgres {
+    server: Option<Process>,
+    dir: PathBuf,
+    url: String,
+}
+
+fn postgres_bin() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("postgres").is_file())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam with a valid C string; the result is read before any other call.
+    let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: non-null pointer from getpwnam.
+    Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+impl Postgres {
+    fn start(name: &str) -> Option<Postgres> {
+        if !require_file("/usr/lib/postgresql", "postgresql") {
+            return None;
+        }
+        let bin = postgres_bin().expect("a PostgreSQL server in /usr/lib/postgresql/*/bin");
+        let dir = test_dir(name);
+        let data = dir.join("data");
+        let sock = dir.join("sock");
+        std::fs::create_dir_all(&sock).unwrap();
+        // SAFETY: getuid has no preconditions.
+        let as_user = if unsafe { libc::getuid() } == 0 {
+            let ids = user_ids("postgres").expect("a postgres user (Debian package postgresql)");
+            for p in [&dir, &sock] {
+                let c = std::ffi::CString::new(s(p)).unwrap();
+                // SAFETY: chown on a path we created, with ids from getpwnam.
+                assert_eq!(unsafe { libc::chown(c.as_ptr(), ids.0, ids.1) }, 0);
+            }
+            Some(ids)
+        } else {
+            None
+        };
+        let command = |tool: &str| {
+            let mut c = Command::new(bin.join(tool));
+            c.env("LC_ALL", "C").env("LANG", "C");
+            if let Some((uid, gid)) = as_user {
+                use std::os::unix::process::CommandExt;
+                c.uid(uid).gid(gid);
+            }
+            c
+        };
+        let o = command("initdb")
+            .args([
+                "-D",
+                s(&data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ])
+            .output()
+            .expect("run initdb");
+        assert!(
+            o.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let port = "5433";
+        let server = Process::spawn(
+            "postgres",
+            command("postgres")
+                .args([
+                    "-D",
+                    s(&data),
+                    "-k",
+                    s(&sock),
+                    "-p",
+                    port,
+                    "-c",
+                    "listen_addresses=",
+                    "-c",
+                    "fsync=off",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let socket = sock.join(format!(".s.PGSQL.{port}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ready = || {
+            socket.exists()
+                && Command::new(bin.join("pg_isready"))
+                    .args(["-h", s(&sock), "-p", port, "-U", "postgres"])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+        };
+        while !ready() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let url = format!(
+            "postgres://postgres@{}:{port}/postgres",
+            s(&sock).replace('/', "%2F")
+        );
+        Some(Postgres {
+            server: Some(server),
+            dir,
+            url,
+        })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // A fast shutdown (SIGINT): disconnect clients, stop, and wait for it.
+        if let Some(mut p) = self.server.take() {
+            p.stop_with(libc::SIGINT, Duration::from_secs(20));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn the_gateway_on_postgresql_bills_once_even_with_two_gateway_processes() {
+    let Some(pg) = Postgres::start("pki-pg") else {
+        return;
+    };
+    let mut stack = Stack::start("pki-pg-stack", Some(&pg.url), &[]);
+    let phone = stack.phone("phone");
+    let e = phone.enrolled(&stack.gw_url, &["--max-purchases", "50", "--limit", "5000"]);
+    let serial_hex = e["serial"].as_str().unwrap().to_string();
+    // The same story as on SQLite: buy, bill, refuse the double submission.
+    phone.bought(&stack.seller_url, "coffee");
+    let r = simlab_hil::json(&stack.submit());
+    assert_eq!(r["accepted"], 1, "{r}");
+    let sale = simlab_hil::json(&simlab(&[
+        "seller",
+        "sales",
+        "--db",
+        s(&stack.seller_db()),
+        "--json",
+    ]))[0]
+        .clone();
+    let again = record(
+        sale["transaction_id"].as_str().unwrap(),
+        &serial_hex,
+        350,
+        &unhex(sale["invoice"].as_str().unwrap()),
+        sale["signature"].as_str().unwrap(),
+    );
+    let (_, a) = stack.bill("dup", vec![again]);
+    assert_eq!(reasons(&a), ["already_billed"]);
+
+    // A second gateway process on the same database and CA directory; both get the same
+    // batch at the same time. Every record is billed by exactly one of them.
+    let first_url = stack.gw_url.clone();
+    let first = stack.gateway.take();
+    stack.start_gateway(&[]);
+    let second_url = stack.gw_url.clone();
+    let serial = unhex(&serial_hex);
+    let t = now();
+    let records: Vec<Value> = (0..20)
+        .map(|i| {
+            let txn = format!("pg-{i}");
+            let inv = invoice(&txn, &serial, 100 + i, t, "coffee");
+            let sig = phone.sign(&inv);
+            record(&txn, &serial_hex, 100 + i, &inv, &sig)
+        })
+        .collect();
+    let batch = json!({ "seller_id": SELLER, "batch_id": "race", "records": records });
+    let answers: Vec<Value> = std::thread::scope(|scope| {
+        let a = scope.spawn(|| post(&first_url, "/v1/billing/batches", &batch).1);
+        let b = scope.spawn(|| post(&second_url, "/v1/billing/batches", &batch).1);
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    let accepted: u64 = answers
+        .iter()
+        .map(|a| a["accepted"].as_u64().unwrap())
+        .sum();
+    assert_eq!(accepted, 20, "{answers:#?}");
+    for i in 0..20 {
+        let verdicts: Vec<&str> = answers
+            .iter()
+            .map(|a| a["results"][i]["reason"].as_str().unwrap_or("billed"))
+            .collect();
+        assert!(
+            verdicts == ["billed", "already_billed"] || verdicts == ["already_billed", "billed"],
+            "record {i}: {verdicts:?}"
+        );
+    }
+    assert_eq!(stack.cdrs().len(), 21);
+    // Both processes share the CA: a certificate from the second verifies with the first's.
+    let e2 = phone.enrolled(&second_url, &[]);
+    assert_eq!(e2["gateway_certificate_pem"], e["gateway_certificate_pem"]);
+
+    // The killed-mid-batch story on PostgreSQL.
+    stack.gateway = None;
+    stack.start_gateway(&["--exit-after-records", "2"]);
+    for _ in 0..4 {
+        phone.bought(&stack.seller_url, "coffee");
+    }
+    let o = simlab(&[
+        "seller",
+        "submit",
+        "--db",
+        s(&stack.seller_db()),
+        "--gateway",
+        &stack.gw_url,
+        "--seller-id",
+        SELLER,
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    stack.gateway = None;
+    stack.start_gateway(&[]);
+    let r = simlab_hil::json(&stack.submit());
+    assert_eq!(
+        (r["accepted"].as_u64(), r["billed_before"].as_u64()),
+        (Some(2), Some(2)),
+        "{r:#}"
+    );
+    assert_eq!(stack.cdrs().len(), 25);
+    // The seller checked validity with the first gateway all along.
+    drop(first);
+}
