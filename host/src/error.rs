@@ -29,6 +29,13 @@ pub enum Error {
         command: &'static str,
         status: Status,
     },
+    /// The card refused a command for a reason simlab can name (a token PIN not verified, a
+    /// forged gateway's M1 …); the status word stays available to callers.
+    Refused {
+        command: &'static str,
+        status: Status,
+        reason: &'static str,
+    },
     /// The card's answer could not be understood.
     Malformed { what: &'static str, reason: String },
     /// The transport (reader, link, emulator) failed.
@@ -50,6 +57,7 @@ impl Error {
             // A reader name that matches nothing is a typo on the command line.
             Error::Transport(crate::transport::TransportError::ReaderNotFound { .. }) => 2,
             Error::Card { .. }
+            | Error::Refused { .. }
             | Error::Malformed { .. }
             | Error::Transport(_)
             | Error::Mismatch { .. }
@@ -99,6 +107,13 @@ impl fmt::Display for Error {
                 reason,
             } => {
                 write!(f, "{} line {line}: {reason}", path.display())
+            }
+            Error::Refused {
+                command,
+                status,
+                reason,
+            } => {
+                write!(f, "{command}: {reason} ({:04X})", status.to_u16())
             }
             Error::Card { command, status } => write!(f, "{command}: card answered {status}"),
             Error::Malformed { what, reason } => write!(f, "malformed {what} from card: {reason}"),

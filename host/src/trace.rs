@@ -29,6 +29,28 @@ pub struct Decoded {
 pub struct Redactor {
     parent: u16,
     selected: u16,
+    /// The token applet is selected: its instructions (docs/token-apdus.md) are named as its,
+    /// since several reuse INS values the SIM gives other meanings.
+    token: bool,
+}
+
+/// The token applet's instructions: only VERIFY PIN and CHANGE PIN carry secrets (PINs); the
+/// key, Kc and K never cross the interface at all.
+fn decode_token(ins: u8) -> Option<Decoded> {
+    use simlab_applet::token::ins;
+    let (name, secret) = match ins {
+        ins::VERIFY_PIN => ("TOKEN VERIFY PIN", true),
+        ins::CHANGE_PIN => ("TOKEN CHANGE PIN", true),
+        ins::SIGN => ("TOKEN SIGN", false),
+        ins::GENERATE_KEY => ("TOKEN GENERATE KEY", false),
+        ins::GET_PUBLIC_KEY => ("TOKEN GET PUBLIC KEY", false),
+        ins::BOOTSTRAP_BEGIN => ("TOKEN BOOTSTRAP BEGIN", false),
+        ins::BOOTSTRAP_FINISH => ("TOKEN BOOTSTRAP FINISH", false),
+        ins::GET_CERTIFICATE => ("TOKEN GET CERTIFICATE", false),
+        ins::GET_INFO => ("TOKEN GET INFO", false),
+        _ => return None,
+    };
+    Some(Decoded { name, secret })
 }
 
 impl Redactor {
@@ -48,6 +70,21 @@ impl Redactor {
         {
             self.parent = self.selected;
             self.selected = u16::from_be_bytes([*hi, *lo]);
+        }
+        if ins == 0xA4 {
+            // The card routes to the token after a UICC SELECT by (a prefix of) its AID.
+            let lc = capdu.get(4).copied().unwrap_or(0) as usize;
+            let aid = data.get(..lc).unwrap_or_default();
+            self.token = cla != 0xA0
+                && p1 == 0x04
+                && !aid.is_empty()
+                && simlab_applet::token::AID.starts_with(aid);
+        }
+        if self.token
+            && cla != 0xA0
+            && let Some(decoded) = decode_token(ins)
+        {
+            return decoded;
         }
         let key_file = KEY_FILES.contains(&self.selected)
             || (self.selected == 0x6F20 && self.parent == 0xA515);
@@ -149,16 +186,24 @@ fn spaced(bytes: &[u8]) -> String {
         .join(" ")
 }
 
-/// The header and Lc in clear, the data as `**` per byte when secret, Le in clear.
+/// The header and length fields in clear, the data as `**` per byte when secret. The data
+/// field is found by parsing the APDU, so extended lengths are blanked as well as short ones; an
+/// APDU that does not parse is blanked whole after its header.
 fn render(capdu: &[u8], secret: bool) -> String {
-    if !secret || capdu.len() <= 5 {
+    if !secret || capdu.len() <= 4 {
         return spaced(capdu);
     }
-    let header = &capdu[..5];
-    let lc = capdu[4] as usize;
-    let data_end = (5 + lc).min(capdu.len());
-    let mut parts = vec![spaced(header)];
-    parts.push(vec!["**"; data_end - 5].join(" "));
+    let stars = |n: usize| vec!["**"; n].join(" ");
+    let Ok(cmd) = simlab_applet::Command::parse(capdu) else {
+        return format!("{} {}", spaced(&capdu[..4]), stars(capdu.len() - 4));
+    };
+    if cmd.data.is_empty() {
+        return spaced(capdu);
+    }
+    let lc_len = if cmd.extended { 3 } else { 1 };
+    let data_start = 4 + lc_len;
+    let data_end = data_start + cmd.data.len();
+    let mut parts = vec![spaced(&capdu[..data_start]), stars(cmd.data.len())];
     if data_end < capdu.len() {
         parts.push(spaced(&capdu[data_end..]));
     }
@@ -166,7 +211,7 @@ fn render(capdu: &[u8], secret: bool) -> String {
 }
 
 /// UTC wall-clock time with microseconds, without a date-time dependency.
-fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -183,7 +228,7 @@ fn timestamp() -> String {
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -237,6 +282,43 @@ mod tests {
         }
         assert!(text.contains("11 22  RUN GSM ALGORITHM"));
         assert!(text.contains("<< 9F 0C  response bytes available"));
+    }
+
+    #[test]
+    fn token_pins_are_blanked_and_token_instructions_named() {
+        let buf = Buf::default();
+        let mut t = Trace::to_writer(Box::new(buf.clone()), Side::Host);
+        let aid = simlab_applet::token::AID;
+        let select = [&[0x00, 0xA4, 0x04, 0x00, aid.len() as u8][..], &aid].concat();
+        t.exchange(&select, &[0x61, 0x0D]);
+        let pin = [
+            0x00, 0x20, 0x00, 0x80, 0x08, b'4', b'7', b'1', b'1', 0xFF, 0xFF, 0xFF, 0xFF,
+        ];
+        t.exchange(&pin, &[0x90, 0x00]);
+        let change = [
+            &[0x00, 0x24, 0x00, 0x80, 0x10][..],
+            b"4711\xFF\xFF\xFF\xFF",
+            b"8642\xFF\xFF\xFF\xFF",
+        ]
+        .concat();
+        t.exchange(&change, &[0x90, 0x00]);
+        t.exchange(&[0x10, 0x2A, 0x9E, 0x9A, 0x02, 0xAB, 0xCD], &[0x90, 0x00]);
+        t.exchange(&[0x00, 0x48, 0x00, 0x00, 0x00], &[0x61, 0x41]);
+        // Another SELECT leaves the token: 2A is no longer its SIGN.
+        t.exchange(&[0x00, 0xA4, 0x00, 0x04, 0x02, 0x3F, 0x00], &[0x61, 0x20]);
+        t.exchange(&[0x00, 0x2A, 0x9E, 0x9A, 0x01, 0x11], &[0x6D, 0x00]);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        for secret in ["34 37 31 31", "38 36 34 32"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(
+            text.contains("** ** ** ** ** ** ** **  TOKEN VERIFY PIN"),
+            "{text}"
+        );
+        assert!(text.contains("TOKEN CHANGE PIN"), "{text}");
+        assert!(text.contains("10 2A 9E 9A 02 AB CD  TOKEN SIGN"), "{text}");
+        assert!(text.contains("TOKEN GET PUBLIC KEY"), "{text}");
+        assert!(text.contains("00 2A 9E 9A 01 **  (unknown)"), "{text}");
     }
 
     #[test]

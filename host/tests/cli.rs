@@ -330,11 +330,35 @@ fn the_demo_runs_and_summarises() {
     let o = simlab(&["demo", "--json"]);
     assert!(o.status.success(), "{:?}", text(&o));
     let v = json(&o);
-    assert_eq!(v["umts"]["match"], true);
-    assert_eq!(v["replay"]["resync_verified"], true);
-    assert_eq!(v["forged_autn_refused"], true);
+    for key in [
+        "certificate_pem",
+        "gateway_certificate_pem",
+        "public_key_pem",
+        "invoice_hex",
+        "signature_der_hex",
+    ] {
+        assert!(v[key].as_str().is_some_and(|s| !s.is_empty()), "{key}: {v}");
+    }
+    assert!(
+        v["certificate_pem"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    assert_eq!(v["forged_m1_refused"], true);
+    assert_eq!(v["forged_m3_refused"], true);
+    assert!(v["billing"]["accepted"].as_u64() >= Some(1));
+    assert!(v["billing"]["rejected"].as_u64() >= Some(1));
+    assert!(
+        v["billing"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["reason"] == "already_billed"),
+        "{v}"
+    );
     let o = simlab(&["demo"]);
-    assert!(text(&o).0.contains("A replayed challenge is caught"));
+    assert!(text(&o).0.contains("A double submission is rejected"));
 }
 
 #[test]

@@ -399,3 +399,168 @@ pub fn wait_for_card(reader: &str, present: bool, timeout: Duration) {
 pub fn port_open(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
+
+/// Runs `simlab` with a deadline: a run that has not finished after `timeout` is killed and
+/// fails the test, so a hung modem conversation cannot hang the suite.
+pub fn simlab_timeout(args: &[&str], timeout: Duration) -> Output {
+    let mut child = Command::new(simlab_bin())
+        .args(args)
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run simlab");
+    // Drain both pipes in threads so a chatty child never blocks on a full pipe.
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        b
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("simlab {args:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+/// A virtual modem (`simlab emulate modem`) on a real pty, with its symlink, spool and stderr
+/// log in a directory of its own; stopped, waited for and cleaned up on drop.
+pub struct VirtualModem {
+    /// The symlink to the pty's slave: what `--modem` and gammu open.
+    pub link: PathBuf,
+    /// The spool: `sent/*.json` and `inbox/`.
+    pub spool: PathBuf,
+    /// The directory holding all of it.
+    pub dir: PathBuf,
+    process: Option<Process>,
+}
+
+impl VirtualModem {
+    /// Starts `simlab emulate modem --link … --spool …` plus `extra` arguments and waits (at
+    /// most 10 s) until the link exists.
+    pub fn start(extra: &[&str]) -> VirtualModem {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "simlab-vmodem-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("modem dir");
+        let link = dir.join("modem");
+        let spool = dir.join("spool");
+        let log = std::fs::File::create(dir.join("emulator.log")).expect("emulator log");
+        let mut cmd = Command::new(simlab_bin());
+        cmd.args(["emulate", "modem", "--link"])
+            .arg(&link)
+            .arg("--spool")
+            .arg(&spool)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let mut process = Process::spawn("simlab emulate modem", &mut cmd);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::symlink_metadata(&link).is_err() {
+            if let Some(status) = process.try_wait() {
+                panic!(
+                    "simlab emulate modem exited ({status}): {}",
+                    std::fs::read_to_string(dir.join("emulator.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the virtual modem did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        VirtualModem {
+            link,
+            spool,
+            dir,
+            process: Some(process),
+        }
+    }
+
+    /// The link as a string, for command lines.
+    pub fn path(&self) -> &str {
+        self.link.to_str().expect("utf-8 temp path")
+    }
+
+    /// The submitted messages spooled so far, in order.
+    pub fn sent(&self) -> Vec<serde_json::Value> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.spool.join("sent"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+        files.sort();
+        files
+            .iter()
+            .filter_map(|p| serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok())
+            .collect()
+    }
+
+    /// Drops a message into the inbox (written atomically).
+    pub fn inbox(&self, name: &str, message: &serde_json::Value) {
+        let dir = self.spool.join("inbox");
+        std::fs::create_dir_all(&dir).expect("inbox");
+        let tmp = dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, message.to_string()).expect("inbox file");
+        std::fs::rename(&tmp, dir.join(format!("{name}.json"))).expect("inbox rename");
+    }
+
+    /// What the emulator wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("emulator.log")).unwrap_or_default()
+    }
+
+    /// Whether the emulator process has exited (e.g. after the `vanish` fault), waiting at
+    /// most `timeout`.
+    pub fn exited_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.process.as_mut().and_then(Process::try_wait).is_some() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the emulator with Ctrl-C and waits for it; returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        self.process
+            .take()
+            .map(|mut p| p.stop_with(libc::SIGINT, Duration::from_secs(5)).0)
+            .is_some_and(|s| s.is_some_and(|s| s.success()))
+    }
+}
+
+impl Drop for VirtualModem {
+    fn drop(&mut self) {
+        self.process.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -166,6 +166,28 @@ pub fn open_transport(
     global: &Global,
     out: &Output,
 ) -> Result<(Box<dyn Transport>, Option<Profile>)> {
+    let chosen = [
+        global.emulate.is_some(),
+        global.reader.is_some(),
+        global.modem.is_some(),
+        global.serial.is_some(),
+    ];
+    if chosen.iter().filter(|&&c| c).count() > 1 {
+        return Err(Error::arg(
+            "--reader/--emulate/--modem/--serial",
+            "name one card: each of these options chooses a different one",
+        ));
+    }
+    if let Some(path) = &global.modem {
+        let transport = crate::transport::modem::ModemTransport::open(path)?;
+        out.detail(&format!("using the SIM in the modem at {}", path.display()));
+        return Ok((Box::new(transport), None));
+    }
+    if let Some(spec) = &global.serial {
+        let transport = crate::transport::serial::SerialTransport::open(spec)?;
+        out.detail(&format!("using {}", transport.describe()));
+        return Ok((Box::new(transport), None));
+    }
     let (transport, profile): (Box<dyn Transport>, Option<Profile>) = match (
         &global.emulate,
         &global.reader,
@@ -206,12 +228,42 @@ pub fn open_transport(
         }
         (None, None) => {
             return Err(Error::arg(
-                "--reader/--emulate",
-                "no card given: name a PC/SC reader with --reader (see `simlab readers`) or a profile with --emulate PROFILE.toml",
+                "--reader/--emulate/--serial/--modem",
+                "no card given: name a PC/SC reader with --reader (see `simlab readers`), a profile with --emulate PROFILE.toml, a token with --serial, or a modem with --modem",
             ));
         }
     };
     Ok((transport, profile))
+}
+
+/// As [`open_transport`], but an emulated card may keep its memory in a state file across runs
+/// (`--state FILE`, with `--emulate` only: a real card keeps its own).
+pub fn open_transport_stateful(
+    global: &Global,
+    out: &Output,
+    state: Option<&Path>,
+) -> Result<Box<dyn Transport>> {
+    match (state, &global.emulate) {
+        (Some(path), Some(profile_path)) => {
+            let profile = Profile::load(profile_path)?;
+            out.detail(&format!(
+                "using the simlab card model from {} with state {}",
+                profile_path.display(),
+                path.display()
+            ));
+            let card =
+                crate::emulate::card::EmulatedCard::new(profile.build_card()?, Some(path), None)?;
+            Ok(Box::new(crate::emulate::card::PersistentCard::new(
+                card,
+                format!("emulated card {}", profile_path.display()),
+            )))
+        }
+        (Some(_), None) => Err(Error::arg(
+            "--state",
+            "only with --emulate: a real card keeps its own memory",
+        )),
+        (None, _) => Ok(open_transport(global, out)?.0),
+    }
 }
 
 /// A link over `transport`, traced when --trace was given; for commands that are not SIM
@@ -224,7 +276,8 @@ pub fn open_link(transport: Box<dyn Transport>, global: &Global) -> Result<Link>
     Ok(link)
 }
 
-fn pin_arg(arg: &str, text: &str) -> Result<[u8; 8]> {
+/// A PIN argument (4-8 digits), padded with FF as the card wants it.
+pub(crate) fn pin_arg(arg: &str, text: &str) -> Result<[u8; 8]> {
     pad_pin(text).ok_or_else(|| Error::arg(arg, "must be 4-8 digits"))
 }
 

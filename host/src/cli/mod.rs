@@ -2,13 +2,20 @@
 //! own module; they all print through [`Output`] so `--json` means the same everywhere.
 
 mod algo;
+mod auc;
+mod buy;
 mod card;
 mod demo;
 mod emulate;
 mod emulate_modem;
+mod gateway;
 mod modem;
+mod ms;
 mod otp;
+mod pki;
+mod pki_bench;
 mod readers;
+mod seller;
 mod sms;
 mod token;
 
@@ -84,8 +91,8 @@ pub struct Global {
     #[arg(long, global = true)]
     pub exclusive: bool,
 
-    /// Write every APDU to this file, with time, direction and command name. PINs, ADM keys
-    /// and key material are blanked.
+    /// Write a transcript to this file: every APDU (time, direction, command name) and, for
+    /// modem commands, every AT exchange. PINs, ADM keys, key material and OTP codes are blanked.
     #[arg(long, global = true, value_name = "FILE")]
     pub trace: Option<PathBuf>,
 
@@ -122,8 +129,22 @@ enum Command {
     /// Run an emulator: the card model as a virtual card behind pcscd (vpcd).
     #[command(subcommand)]
     Emulate(emulate::EmulateCommand),
+    /// The AuC (seed 000): subscriber keys, GSM triplets and UMTS quintets for gateways.
+    #[command(subcommand)]
+    Auc(auc::AucCommand),
+    /// The gateway (seed 000): certificates from SIM authentication, validity checks, billing.
+    #[command(subcommand)]
+    Gateway(gateway::GatewayCommand),
+    /// The seller (seed 000): sells against certificates, bills through the gateway.
+    #[command(subcommand)]
+    Seller(seller::SellerCommand),
+    /// The mobile station (seed 000): enroll the token's key for a certificate.
+    #[command(subcommand)]
+    Ms(ms::MsCommand),
+    /// Buy from a seller with the token's certificate; the token signs the invoice.
+    Buy(buy::BuyArgs),
     /// Tell the simlab story end to end on emulated hardware.
-    Demo,
+    Demo(demo::DemoArgs),
 }
 
 /// Where results go: plain text for people, or one JSON document for scripts.
@@ -190,7 +211,12 @@ pub fn main() -> i32 {
         Command::Sms(cmd) => sms::run(&out, &cli.global, &cmd),
         Command::Otp(cmd) => otp::run(&out, &cli.global, &cmd),
         Command::Emulate(cmd) => emulate::run(&out, &cli.global, &cmd),
-        Command::Demo => demo::run(&out),
+        Command::Auc(cmd) => auc::run(&out, &cli.global, &cmd),
+        Command::Gateway(cmd) => gateway::run(&out, &cli.global, &cmd),
+        Command::Seller(cmd) => seller::run(&out, &cli.global, &cmd),
+        Command::Ms(cmd) => ms::run(&out, &cli.global, &cmd),
+        Command::Buy(args) => buy::run(&out, &cli.global, &args),
+        Command::Demo(args) => demo::run(&out, &args),
     };
     match result {
         Ok(code) => code,

@@ -124,3 +124,46 @@ impl VirtualCard for EmulatedCard {
         rapdu[..n].to_vec()
     }
 }
+
+/// The emulated card with a state file, as a host-side transport (for `--emulate P --state F`):
+/// what changes the card's memory is saved before the answer returns, and a failed save is an
+/// error rather than a silent loss.
+pub struct PersistentCard {
+    card: EmulatedCard,
+    name: String,
+}
+
+impl PersistentCard {
+    pub fn new(card: EmulatedCard, name: impl Into<String>) -> Self {
+        PersistentCard {
+            card,
+            name: name.into(),
+        }
+    }
+}
+
+impl crate::transport::Transport for PersistentCard {
+    fn transmit_raw(
+        &mut self,
+        capdu: &[u8],
+    ) -> std::result::Result<Vec<u8>, crate::transport::TransportError> {
+        let rapdu = self.card.process(capdu);
+        match self.card.last_error.take() {
+            Some(reason) => Err(crate::transport::TransportError::Device { reason }),
+            None => Ok(rapdu),
+        }
+    }
+
+    fn reset(&mut self) -> std::result::Result<Vec<u8>, crate::transport::TransportError> {
+        VirtualCard::reset(&mut self.card);
+        Ok(VirtualCard::atr(&self.card))
+    }
+
+    fn atr(&self) -> Vec<u8> {
+        VirtualCard::atr(&self.card)
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
