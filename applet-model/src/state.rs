@@ -64,18 +64,7 @@ impl core::fmt::Display for StateError {
     }
 }
 
-/// CRC-32 (IEEE 802.3, reflected), bitwise: the state is small and saved rarely, and a table
-/// would cost 1 KiB of flash on a microcontroller.
-pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
-}
+pub use crate::checksum::crc32;
 
 /// Sequential writer over the caller's buffer (sized by [`STATE_LEN`]).
 pub(crate) struct Put<'a> {

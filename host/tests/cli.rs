@@ -1,31 +1,8 @@
 //! The `simlab` binary as a user meets it: exit codes, messages that name the bad argument or
 //! profile key, JSON keys, and secrets that never show up in any output.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn simlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_simlab"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run simlab")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", text(o)))
-}
+mod common;
+use common::{json, root, simlab, text};
 
 const MILENAGE: &str = "fixtures/cards/usim-milenage.toml";
 const COMP128: &str = "fixtures/cards/sim-comp128v1.toml";

@@ -3,27 +3,8 @@
 //! up in the demo's output. The services themselves are tested as real processes in
 //! tests/tests/pki.rs.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn simlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_simlab"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run simlab")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
-}
+mod common;
+use common::{simlab, text};
 
 const PHONE: &str = "fixtures/cards/demo-usim.toml";
 /// The demo subscriber's Ki and OPc (fixtures/cards/demo-usim.toml).

@@ -2,6 +2,9 @@
 //! checked by openssl (an independent verifier), and the seed-000 bootstrap played end to end
 //! with the host acting as gateway and AuC — the mobile station's calls against the card model.
 
+mod common;
+use common::{json, root, simlab, text};
+
 use simlab::auc;
 use simlab::error::Error;
 use simlab::profile::Profile;
@@ -20,35 +23,12 @@ const MILENAGE: &str = "fixtures/cards/usim-milenage.toml";
 const COMP128: &str = "fixtures/cards/sim-comp128v1.toml";
 const PIN: [u8; 8] = *b"0000\xFF\xFF\xFF\xFF";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// A fresh directory for one test's files.
 fn temp_dir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("simlab-token-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn simlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_simlab"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run simlab")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", text(o)))
 }
 
 fn openssl(args: &[&str], dir: &Path) -> Output {

@@ -5,6 +5,7 @@
 //! Every QEMU runs under a [`Process`] guard (and the script's own `--timeout`), so none
 //! outlives its test. Nothing here asserts on time.
 
+use simlab_applet::checksum::{crc8, crc32};
 use simlab_hil::{Process, json, profile, require, simlab, temp_path, text, workspace_root};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -391,24 +392,9 @@ fn frame(kind: u8, seq: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0xA5, 0x5A, kind, seq, len[0], len[1]];
     f.push(crc8(&f));
     f.extend_from_slice(payload);
-    let crc = simlab_applet::state::crc32(&f);
+    let crc = crc32(&f);
     f.extend_from_slice(&crc.to_be_bytes());
     f
-}
-
-fn crc8(bytes: &[u8]) -> u8 {
-    let mut crc = 0u8;
-    for &b in bytes {
-        crc ^= b;
-        for _ in 0..8 {
-            crc = if crc & 0x80 != 0 {
-                (crc << 1) ^ 0x07
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -21,7 +21,7 @@
 //! after its idle power-down. A PIN verified by one process is not verified for the next.
 
 use super::{Transport, TransportError};
-use simlab_applet::state::crc32;
+use simlab_applet::checksum::{crc8, crc32};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -172,22 +172,6 @@ impl Port for Box<dyn serialport::SerialPort> {
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         self.set_timeout(timeout).map_err(io::Error::other)
     }
-}
-
-/// CRC-8, polynomial 0x07, init 0 (the header check).
-fn crc8(bytes: &[u8]) -> u8 {
-    let mut crc = 0u8;
-    for &b in bytes {
-        crc ^= b;
-        for _ in 0..8 {
-            crc = if crc & 0x80 != 0 {
-                (crc << 1) ^ 0x07
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
 }
 
 /// One frame, encoded.
