@@ -38,6 +38,10 @@ Example:
         /// reinsert it.
         #[arg(long, value_name = "N", hide = true)]
         pull_after: Option<u64>,
+        /// Make every APDU take this many milliseconds, as a real card's processing does (for
+        /// benchmarks of batch work).
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        latency: u64,
     },
     /// A virtual modem on a pty, answering AT commands (and AT+CSIM from the card model).
     Modem(super::emulate_modem::EmulateModemArgs),
@@ -53,6 +57,7 @@ pub fn run(out: &Output, global: &Global, cmd: &EmulateCommand) -> Result<i32> {
             vpcd: addr,
             state,
             pull_after,
+            latency,
         } => {
             if global.reader.is_some() || global.emulate.is_some() {
                 return Err(Error::arg(
@@ -75,7 +80,8 @@ pub fn run(out: &Output, global: &Global, cmd: &EmulateCommand) -> Result<i32> {
                 .as_deref()
                 .map(|p| Trace::create(p, Side::Card))
                 .transpose()?;
-            let mut card = EmulatedCard::new(profile.build_card()?, state.as_deref(), trace)?;
+            let mut card = EmulatedCard::new(profile.build_card()?, state.as_deref(), trace)?
+                .with_latency(std::time::Duration::from_millis(*latency));
             vpcd::install_ctrl_c(&STOP).map_err(|source| Error::Io {
                 context: "installing the Ctrl-C handler".into(),
                 source,

@@ -17,6 +17,8 @@ pub struct EmulatedCard {
     trace: Option<Trace>,
     /// The last persistence failure, reported once; the card keeps answering from memory.
     pub last_error: Option<String>,
+    /// How long each command takes, as on a real card (zero: as fast as the model runs).
+    latency: std::time::Duration,
 }
 
 impl EmulatedCard {
@@ -45,7 +47,15 @@ impl EmulatedCard {
             state: state.map(Path::to_path_buf),
             trace,
             last_error: None,
+            latency: std::time::Duration::ZERO,
         })
+    }
+
+    /// Makes every command take `latency`, as a real card's processing time does (SIMs take
+    /// milliseconds per APDU): benchmarks of batch work then measure what real readers see.
+    pub fn with_latency(mut self, latency: std::time::Duration) -> Self {
+        self.latency = latency;
+        self
     }
 
     /// The card model.
@@ -101,6 +111,9 @@ impl VirtualCard for EmulatedCard {
     }
 
     fn process(&mut self, capdu: &[u8]) -> Vec<u8> {
+        if !self.latency.is_zero() {
+            std::thread::sleep(self.latency);
+        }
         let mut rapdu = [0u8; RESPONSE_MAX];
         let n = self.card.process(capdu, &mut rapdu);
         // Persist before answering: a counter that was spent must stay spent even if the
