@@ -53,36 +53,8 @@ impl PublicKey {
 
     /// The PEM `PUBLIC KEY` that `openssl pkey -pubin` and `openssl dgst -verify` read.
     pub fn to_pem(&self) -> String {
-        pem("PUBLIC KEY", &self.spki_der())
+        crate::pki::der::pem_encode("PUBLIC KEY", &self.spki_der())
     }
-}
-
-/// PEM armour (RFC 7468): base64 in lines of 64 characters between BEGIN/END lines.
-pub fn pem(label: &str, der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
-    for chunk in der.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(ALPHABET[((n >> (18 - 6 * i)) & 0x3F) as usize] as char);
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 /// What GET INFO reports: the token's state, without spending a PIN try.
@@ -421,14 +393,14 @@ mod tests {
     #[test]
     fn pem_base64_matches_rfc4648() {
         let body = |s: &[u8]| {
-            let p = pem("X", s);
+            let p = crate::pki::der::pem_encode("X", s);
             p.lines().nth(1).unwrap_or_default().to_string()
         };
         assert_eq!(body(b"f"), "Zg==");
         assert_eq!(body(b"fo"), "Zm8=");
         assert_eq!(body(b"foo"), "Zm9v");
         assert_eq!(body(b"foobar"), "Zm9vYmFy");
-        let long = pem("PUBLIC KEY", &[0u8; 91]);
+        let long = crate::pki::der::pem_encode("PUBLIC KEY", &[0u8; 91]);
         let lines: Vec<&str> = long.lines().collect();
         assert_eq!(lines[0], "-----BEGIN PUBLIC KEY-----");
         assert_eq!(lines[1].len(), 64);

@@ -6,7 +6,7 @@ use super::card::open_link;
 use super::{Global, Output};
 use crate::error::{Error, Result};
 use crate::hex;
-use crate::token::{PinOutcome, TokenSession, pem};
+use crate::token::{PinOutcome, TokenSession};
 use clap::Subcommand;
 use serde_json::json;
 use simlab_applet::chv::PIN_LEN;
@@ -261,7 +261,7 @@ pub fn run(out: &Output, global: &Global, cmd: &TokenCommand) -> Result<i32> {
             let cert = token.certificate()?.ok_or_else(|| Error::Mismatch {
                 what: "no certificate on the token (a bootstrap stores one)".into(),
             })?;
-            let pem = pem("CERTIFICATE", &cert);
+            let pem = crate::pki::der::pem_encode("CERTIFICATE", &cert);
             out.result(
                 &pem,
                 &json!({ "certificate_pem": pem, "certificate_der": hex::encode(&cert) }),
