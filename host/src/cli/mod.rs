@@ -30,13 +30,15 @@ const ABOUT: &str = "Hardware-in-the-loop toolkit for SIM and smart-card work.";
 const LONG_ABOUT: &str = "\
 Hardware-in-the-loop toolkit for SIM and smart-card work.
 
-simlab talks to SIM cards and USIMs through a transport: a PC/SC reader (--reader, see
-`simlab readers`), or the simlab card model in-process (--emulate PROFILE.toml). The card model
-can also sit behind the real pcscd as a virtual card (`simlab emulate card`), so every command
-works the same against real and emulated cards. The AuC side of authentication needs no card at
-all (simlab algo).
+simlab talks to SIMs, USIMs and the simlab secure token through one of four transports: a PC/SC
+reader (--reader, see `simlab readers`), the SIM inside a modem (--modem, AT+CSIM), a
+simlab-firmware token (--serial), or the simlab card model in-process (--emulate PROFILE.toml).
+The card model also runs behind the real pcscd as a virtual card (`simlab emulate card`), and a
+virtual modem stands in for a USB modem (`simlab emulate modem`), so every command works the
+same against real and emulated hardware. The network side needs no card: `simlab algo` computes
+vectors as an AuC does, and `auc`, `gateway` and `seller` serve the roles of the seed documents.
 
-Exit codes: 0 success, 1 the card or a check said no, 2 bad input or usage.";
+Exit codes: 0 success, 1 the card, device or a check said no, 2 bad input or usage.";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -46,6 +48,9 @@ Examples:
   simlab --reader 0 card info
   simlab emulate card --profile fixtures/cards/usim-milenage.toml &   # then: --reader 0
   simlab --emulate fixtures/cards/usim-milenage.toml card info
+  simlab card provision --csv cards.csv --readers all --report done.json
+  simlab sms encode --to +491701234567 --text 'Hello'
+  simlab --emulate fixtures/cards/usim-milenage.toml token keygen --pin 0000
   simlab --emulate fixtures/cards/usim-milenage.toml card auth --rand 23553cbe9637a89d218ae64dae47bf35 --check";
 
 #[derive(Parser, Debug)]
@@ -109,7 +114,7 @@ pub struct Global {
 enum Command {
     /// Compute authentication vectors on the host, as an AuC does (no card involved).
     Algo(algo::AlgoArgs),
-    /// Read, authenticate and verify PINs on a card.
+    /// Read, write, authenticate, verify PINs and provision programmable SIMs.
     #[command(subcommand)]
     Card(card::CardCommand),
     /// List PC/SC readers, whether a card is present, and its ATR.
