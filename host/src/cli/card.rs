@@ -670,7 +670,7 @@ fn read(out: &Output, sim: &mut Sim, file: &sim::StandardFile) -> Result<i32> {
                 .copied()
                 .take_while(|&c| c != 0xFF)
                 .collect();
-            String::from_utf8(name).ok()
+            String::from_utf8(name).ok().filter(|n| !n.is_empty())
         }
         (FileContent::Records(r), "MSISDN" | "USIM/MSISDN") => {
             r.iter().find_map(|r| decode_msisdn(r))
