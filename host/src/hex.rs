@@ -16,6 +16,12 @@ pub fn encode(bytes: &[u8]) -> String {
 
 /// Decodes hex of any length; spaces and colons between bytes are allowed.
 pub fn decode(arg: &str, text: &str) -> Result<Vec<u8>> {
+    decode_as(arg, text, false)
+}
+
+/// As [`decode`], for values that are secrets (Ki, OP/OPc, ADM keys): an error never quotes
+/// the characters, since even a mistyped key is most of a key.
+fn decode_as(arg: &str, text: &str, secret: bool) -> Result<Vec<u8>> {
     let cleaned: Vec<u8> = text
         .bytes()
         .filter(|b| !matches!(b, b' ' | b':' | b'\t'))
@@ -33,6 +39,7 @@ pub fn decode(arg: &str, text: &str) -> Result<Vec<u8>> {
             let nibble = |c: u8| (c as char).to_digit(16);
             match (nibble(pair[0]), nibble(pair[1])) {
                 (Some(h), Some(l)) => Ok((h * 16 + l) as u8),
+                _ if secret => Err(Error::arg(arg, format!("not hex at byte {}", i + 1))),
                 _ => Err(Error::arg(
                     arg,
                     format!(
@@ -48,7 +55,15 @@ pub fn decode(arg: &str, text: &str) -> Result<Vec<u8>> {
 
 /// Decodes exactly `N` bytes of hex.
 pub fn decode_fixed<const N: usize>(arg: &str, text: &str) -> Result<[u8; N]> {
-    let bytes = decode(arg, text)?;
+    fixed(arg, decode_as(arg, text, false)?)
+}
+
+/// Decodes exactly `N` bytes of a secret: errors say what is wrong, never what was typed.
+pub fn decode_secret_fixed<const N: usize>(arg: &str, text: &str) -> Result<[u8; N]> {
+    fixed(arg, decode_as(arg, text, true)?)
+}
+
+fn fixed<const N: usize>(arg: &str, bytes: Vec<u8>) -> Result<[u8; N]> {
     let len = bytes.len();
     bytes.try_into().map_err(|_| {
         Error::arg(

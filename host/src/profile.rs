@@ -149,12 +149,16 @@ impl Reader<'_> {
         let Some(text) = self.string(key)? else {
             return Ok(None);
         };
-        hex::decode_fixed::<N>(key, &text)
-            .map(Some)
-            .map_err(|e| match e {
-                Error::BadArgument { reason, .. } => self.err(key, reason),
-                other => other,
-            })
+        // Keys are secrets: their errors must not quote what was typed.
+        let decoded = if matches!(key, "ki" | "op" | "opc") {
+            hex::decode_secret_fixed::<N>(key, &text)
+        } else {
+            hex::decode_fixed::<N>(key, &text)
+        };
+        decoded.map(Some).map_err(|e| match e {
+            Error::BadArgument { reason, .. } => self.err(key, reason),
+            other => other,
+        })
     }
 
     fn digits(
@@ -282,7 +286,7 @@ impl Profile {
         };
         let adm_text = r.required("adm1")?;
         let adm1 = if adm_text.len() == 16 {
-            hex::decode_fixed::<8>("adm1", &adm_text).map_err(|_| {
+            hex::decode_secret_fixed::<8>("adm1", &adm_text).map_err(|_| {
                 r.err(
                     "adm1",
                     "16 characters must be hex digits (a raw 8-byte key)",

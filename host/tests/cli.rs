@@ -303,6 +303,22 @@ fn secrets_never_appear_in_any_output() {
 }
 
 #[test]
+fn a_mistyped_key_is_not_quoted_back() {
+    let o = simlab(&[
+        "algo",
+        "comp128v1",
+        "--ki",
+        "112233445566778899aabbccddeeffQX",
+        "--rand",
+        "2233445566778899AABBCCDDEEFF0011",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let (_, err) = text(&o);
+    assert!(err.contains("--ki: not hex at byte 16"), "{err}");
+    assert!(!err.contains("QX"), "{err}");
+}
+
+#[test]
 fn the_demo_runs_and_summarises() {
     let o = simlab(&["demo", "--json"]);
     assert!(o.status.success(), "{:?}", text(&o));

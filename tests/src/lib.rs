@@ -263,6 +263,12 @@ fn spawn_pcscd(conf: &Path) -> Process {
 }
 
 impl Bench {
+    /// Whether this bench started its pcscd (and so may stop and restart it); false when it
+    /// uses a developer's system pcscd.
+    pub fn owns_pcscd(&self) -> bool {
+        self._pcscd.is_some()
+    }
+
     /// Stops pcscd and starts it again, as a system update or a crash would. Only for a pcscd
     /// this bench started.
     pub fn restart_pcscd(&mut self) {

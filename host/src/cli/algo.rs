@@ -65,17 +65,17 @@ pub struct AlgoArgs {
 
 pub fn run(out: &Output, args: &AlgoArgs) -> Result<i32> {
     let alg = args.algorithm.algorithm();
-    let ki = hex::decode_fixed::<16>("--ki", &args.ki)?;
+    let ki = hex::decode_secret_fixed::<16>("--ki", &args.ki)?;
     let rand = hex::decode_fixed::<16>("--rand", &args.rand)?;
     let op = args
         .op
         .as_deref()
-        .map(|s| hex::decode_fixed::<16>("--op", s))
+        .map(|s| hex::decode_secret_fixed::<16>("--op", s))
         .transpose()?;
     let opc = args
         .opc
         .as_deref()
-        .map(|s| hex::decode_fixed::<16>("--opc", s))
+        .map(|s| hex::decode_secret_fixed::<16>("--opc", s))
         .transpose()?;
     let opc = match (alg, op, opc) {
         (Algorithm::Milenage, Some(op), None) => Some(milenage::opc(&ki, &op)),

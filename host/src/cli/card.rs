@@ -294,7 +294,7 @@ fn unlock(sim: &mut Sim, pin: Option<&str>) -> Result<()> {
 /// An ADM key as typed: 16 hex digits are a raw key, 4-8 digits an ASCII one (as pySim does).
 fn adm_arg(text: &str) -> Result<[u8; 8]> {
     if text.len() == 16 {
-        return hex::decode_fixed::<8>("--adm", text);
+        return hex::decode_secret_fixed::<8>("--adm", text);
     }
     pad_pin(text).ok_or_else(|| Error::arg("--adm", "must be 4-8 digits or 16 hex digits"))
 }
