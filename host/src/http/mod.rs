@@ -30,6 +30,60 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub peer: Option<SocketAddr>,
+    /// Who the client proved to be with its TLS certificate (mutual TLS), already checked
+    /// against the CA, its validity period and the revocation list by the server. `None` for a
+    /// client without a certificate (the phone side, or plain HTTP behind `--insecure-http`).
+    pub client: Option<Peer>,
+}
+
+/// The role a certificate from an operator's CA gives its holder. The CA writes it into the
+/// subject as `OU=<role>` (the holder's name is the `CN`) and sets extendedKeyUsage to match:
+/// `server` certificates are for TLS servers (serverAuth), the others for TLS clients
+/// (clientAuth).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A seller: billing 910/920 and validity checks, for its own records only (CN = seller id).
+    Seller,
+    /// A gateway: reaches the AuC for triplets and quintets.
+    Gateway,
+    /// The operator's staff and tools: add sellers, revoke, list CDRs.
+    Operator,
+    /// A server (AuC, gateway, seller, the seeds' servers): the TLS server side, and the
+    /// client side of server-to-server links between operators.
+    Server,
+}
+
+impl Role {
+    /// The `OU` value and the CLI spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Seller => "seller",
+            Role::Gateway => "gateway",
+            Role::Operator => "operator",
+            Role::Server => "server",
+        }
+    }
+
+    /// Parses the `OU` value or CLI spelling.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "seller" => Some(Role::Seller),
+            "gateway" => Some(Role::Gateway),
+            "operator" => Some(Role::Operator),
+            "server" => Some(Role::Server),
+            _ => None,
+        }
+    }
+}
+
+/// An authenticated TLS client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub role: Role,
+    /// The certificate's `CN`: a seller id, a gateway or operator name.
+    pub name: String,
+    /// The certificate's serial number, lower-case hex, for logs and revocation.
+    pub serial_hex: String,
 }
 
 impl Request {

@@ -424,6 +424,7 @@ fn parse_head(head: &str, limits: &Limits) -> Result<Request, ApiError> {
         headers,
         body: Vec::new(),
         peer: None,
+        client: None,
     })
 }
 
