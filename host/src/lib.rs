@@ -3,6 +3,7 @@
 
 pub mod auc;
 pub mod cli;
+pub mod db;
 pub mod emulate;
 pub mod error;
 pub mod hex;

@@ -26,6 +26,7 @@
 //! `id` is the 32 lower-case hex digits of the transaction id, `destination` the number as
 //! `+<digits>` or `<digits>`, `origin` empty when there is none, text fields UTF-8.
 
+use crate::db::{self, DbError, Schema};
 use hmac::{Hmac, KeyInit, Mac};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::Sha256;
@@ -53,8 +54,10 @@ const SCHEMA_VERSION: i64 = 1;
 /// Why an OTP operation failed (as opposed to a verification that said no: [`Refusal`]).
 #[derive(Debug)]
 pub enum OtpError {
-    /// The database cannot be opened, read or written.
+    /// The database cannot be read or written.
     Database { path: PathBuf, reason: String },
+    /// The database file cannot be used (see [`DbError::is_bad_input`]).
+    Open(DbError),
     /// Too many OTPs were sent to this destination recently.
     RateLimited {
         destination: String,
@@ -72,6 +75,7 @@ impl fmt::Display for OtpError {
             OtpError::Database { path, reason } => {
                 write!(f, "OTP database {}: {reason}", path.display())
             }
+            OtpError::Open(e) => write!(f, "OTP database: {e}"),
             OtpError::RateLimited {
                 destination,
                 sent,
@@ -212,6 +216,32 @@ pub fn required(amount: u64, limit: Option<u64>) -> bool {
     limit.is_none_or(|l| amount >= l)
 }
 
+/// The OTP file (application id "SLot"). Version 1 is the schema of the unversioned files
+/// before it (which also carry `schema_version` 1 in `meta`).
+pub const SCHEMA: Schema = Schema {
+    name: "OTP",
+    application_id: 0x534C_6F74,
+    marker_table: "otp",
+    migrations: &[
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS otp (
+             id TEXT PRIMARY KEY,
+             destination TEXT NOT NULL,
+             amount INTEGER NOT NULL,
+             currency TEXT NOT NULL,
+             payee TEXT NOT NULL,
+             origin TEXT,
+             mac BLOB NOT NULL,
+             created_at INTEGER NOT NULL,
+             expires_at INTEGER NOT NULL,
+             failures INTEGER NOT NULL DEFAULT 0,
+             state TEXT NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS otp_destination ON otp (destination, created_at);",
+    ],
+    busy_timeout: Duration::from_secs(5),
+};
+
 /// The OTP database: SQLite, one file.
 pub struct Store {
     conn: Connection,
@@ -226,41 +256,7 @@ impl Store {
             path: path.to_path_buf(),
             reason,
         };
-        if !path.exists() {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| db(e.to_string()))?;
-            }
-            let mut o = std::fs::OpenOptions::new();
-            o.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-            match o.open(path) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(db(e.to_string())),
-            }
-        }
-        let conn = Connection::open(path).map_err(|e| db(e.to_string()))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| db(e.to_string()))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS otp (
-                 id TEXT PRIMARY KEY,
-                 destination TEXT NOT NULL,
-                 amount INTEGER NOT NULL,
-                 currency TEXT NOT NULL,
-                 payee TEXT NOT NULL,
-                 origin TEXT,
-                 mac BLOB NOT NULL,
-                 created_at INTEGER NOT NULL,
-                 expires_at INTEGER NOT NULL,
-                 failures INTEGER NOT NULL DEFAULT 0,
-                 state TEXT NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS otp_destination ON otp (destination, created_at);",
-        )
-        .map_err(|e| db(format!("not a simlab OTP database: {e}")))?;
+        let conn = db::open(path, &SCHEMA).map_err(OtpError::Open)?;
         let version: Option<i64> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -669,6 +665,7 @@ mod tests {
             std::process::id(),
             crate::hex::encode(&crate::random::bytes::<6>().unwrap())
         ));
+        std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("otp.sqlite");
         (Store::open(&path).unwrap(), dir)
     }

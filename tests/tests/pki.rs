@@ -1513,6 +1513,138 @@ fn a_gateway_killed_with_sigkill_at_any_moment_bills_nothing_twice() {
     );
 }
 
+/// The gateway's SQLite file read by another SQLite client while the gateway writes: the
+/// `sqlite3` shell opening, reading and closing it in a loop (as a backup or a monitoring
+/// script would) while two billing clients keep two pooled connections busy. A process that
+/// opens and closes a second descriptor on the file drops its POSIX locks, and the shell then
+/// checkpoints and deletes the WAL the gateway still appends to: records answered `billed`
+/// vanished and a certificate issued meanwhile was gone after a restart. Nothing may be lost.
+#[test]
+fn another_sqlite_client_reading_the_live_database_loses_nothing() {
+    if !require("sqlite3") {
+        return;
+    }
+    let mut stack = Stack::start("pki-sqlite3", None, &[]);
+    let phone = stack.phone("phone");
+    let e = phone.enrolled(
+        &stack.gw_url,
+        &["--limit", "2000", "--max-purchases", "1000"],
+    );
+    let serial_hex = e["serial"].as_str().unwrap().to_string();
+    let serial = unhex(&serial_hex);
+    let t = now();
+    const N: usize = 60;
+    let records: Vec<(String, Value)> = (0..N)
+        .map(|i| {
+            let txn = format!("r-{i}");
+            let inv = invoice(&txn, &serial, 100, t, "coffee");
+            let sig = phone.sign(&inv);
+            let r = record(&txn, &serial_hex, 100, &inv, &sig);
+            (txn, r)
+        })
+        .collect();
+
+    let db = stack.gateway_db.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let mut reads = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let o = Command::new("sqlite3")
+                    .args([
+                        &db,
+                        "SELECT count(*) FROM cdrs; SELECT count(*) FROM certificates;",
+                    ])
+                    .output()
+                    .expect("run sqlite3");
+                if o.status.success() {
+                    reads += 1;
+                }
+            }
+            reads
+        })
+    };
+
+    // Two clients at once, one record per batch: two pooled connections open and busy, and
+    // the pool grows while the shell reads.
+    let answered: Vec<(String, u16, String)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = records
+            .chunks(N / 2)
+            .map(|half| {
+                let stack = &stack;
+                scope.spawn(move || {
+                    half.iter()
+                        .map(|(txn, r)| {
+                            let (status, a) = stack.bill(&format!("b-{txn}"), vec![r.clone()]);
+                            let outcome =
+                                a["results"][0]["status"].as_str().unwrap_or("").to_string();
+                            (txn.clone(), status, outcome)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    // A certificate issued while the shell still reads.
+    let phone2 = stack.phone("phone2");
+    let e2 = phone2.enrolled(&stack.gw_url, &["--limit", "2000"]);
+    let serial2 = e2["serial"].as_str().unwrap().to_string();
+    stop.store(true, Ordering::SeqCst);
+    let reads = reader.join().unwrap();
+    assert!(reads > 0, "the sqlite3 shell never read the database");
+
+    let billed: Vec<&str> = answered
+        .iter()
+        .filter(|(_, status, outcome)| *status == 200 && outcome == "billed")
+        .map(|(txn, ..)| txn.as_str())
+        .collect();
+    let failed: Vec<_> = answered
+        .iter()
+        .filter(|(_, status, outcome)| *status != 200 || outcome != "billed")
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "not billed while sqlite3 read ({reads} reads): {failed:?}"
+    );
+
+    // Restarted, the gateway has everything it acknowledged.
+    stack.gateway = None;
+    stack.start_gateway(&[]);
+    let cdrs = stack.cdrs();
+    let stored: std::collections::BTreeSet<&str> = cdrs
+        .iter()
+        .map(|c| c["transaction_id"].as_str().unwrap())
+        .collect();
+    let lost: Vec<&&str> = billed.iter().filter(|t| !stored.contains(**t)).collect();
+    assert!(lost.is_empty(), "answered billed, then lost: {lost:?}");
+    assert_eq!(cdrs.len(), N);
+    let (status, cert) = http(
+        "GET",
+        &stack.gw_url,
+        &format!("/v1/certificates/{serial2}"),
+        None,
+    );
+    assert_eq!(
+        status, 200,
+        "the certificate issued during the reads is gone: {cert}"
+    );
+    // And an independent reader agrees.
+    let o = Command::new("sqlite3")
+        .args([
+            &db,
+            &format!("SELECT count(*) FROM certificates WHERE serial = X'{serial2}';"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1");
+}
+
 // ----- PostgreSQL ------------------------------------------------------------------------------
 
 /// A PostgreSQL server of this test's own, on a Unix socket in a temporary directory, run as

@@ -82,6 +82,22 @@ Example:
     },
 }
 
+/// `--db`, else the default file, whose folder is created if missing (a `--db` in a missing
+/// folder is refused as a typo instead).
+fn db_path(db: &Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(db) = db {
+        return Ok(db.clone());
+    }
+    let path = default_db();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            context: format!("creating {}", dir.display()),
+            source,
+        })?;
+    }
+    Ok(path)
+}
+
 /// `$XDG_STATE_HOME/simlab/otp.sqlite`, else `~/.local/state/simlab/otp.sqlite`.
 fn default_db() -> PathBuf {
     let state = std::env::var_os("XDG_STATE_HOME")
@@ -106,6 +122,7 @@ fn otp_err(e: otp::OtpError) -> Error {
         e @ otp::OtpError::RateLimited { .. } => Error::Mismatch {
             what: e.to_string(),
         },
+        otp::OtpError::Open(e) if e.is_bad_input() => Error::arg("--db", e.to_string()),
         e => Error::Transport(crate::transport::TransportError::Device {
             reason: e.to_string(),
         }),
@@ -197,7 +214,7 @@ pub fn run(out: &Output, global: &Global, cmd: &OtpCommand) -> Result<i32> {
             simlab_sms::encode_text(&address, &probe, &options)
                 .map_err(|e| Error::arg("--payee", format!("the SMS would not fit: {e}")))?;
 
-            let db_path = db.clone().unwrap_or_else(default_db);
+            let db_path = db_path(db)?;
             let mut modem = super::modem::open(global)?;
             modem.prepare_sms()?;
             let mut store = Store::open(&db_path).map_err(otp_err)?;
@@ -303,7 +320,7 @@ pub fn run(out: &Output, global: &Global, cmd: &OtpCommand) -> Result<i32> {
                 return Err(Error::arg("--code", "must be the digits from the SMS"));
             }
             otp::check_currency(currency).map_err(|e| Error::arg("--currency", e))?;
-            let db_path = db.clone().unwrap_or_else(default_db);
+            let db_path = db_path(db)?;
             if !db_path.exists() {
                 return Err(Error::arg(
                     "--db",

@@ -35,10 +35,13 @@ impl Auc {
     fn auth_info(&self, req: &Request) -> Result<Response, ApiError> {
         let body: AuthInfoRequest = req.json()?;
         check_imsi(&body.imsi)?;
+        // A request that panicked while holding the connection left no transaction open (a
+        // rusqlite `Transaction` rolls back on drop, also while unwinding), so the connection
+        // is still good: recover it instead of answering 500 forever after.
         let mut db = self
             .db
             .lock()
-            .map_err(|_| ApiError::internal("the database lock is poisoned"))?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let response = match body.path {
             AuthPath::Gsm => {
                 if body.resync.is_some() {
@@ -100,6 +103,8 @@ fn api_error(e: AucError) -> ApiError {
         AucError::NotSupported(_) => ApiError::unprocessable("not_supported", e.to_string()),
         AucError::ResyncRejected => ApiError::new(403, "resync_rejected", e.to_string()),
         AucError::BadInput(_) => ApiError::bad_request("bad_field", e.to_string()),
-        AucError::Database(_) => ApiError::unavailable("database_unavailable", e.to_string()),
+        AucError::Database(_) | AucError::Open(_) => {
+            ApiError::unavailable("database_unavailable", e.to_string())
+        }
     }
 }

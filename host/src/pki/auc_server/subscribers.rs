@@ -3,8 +3,8 @@
 //! here ever returns a key to the caller — only vectors computed from it.
 
 use crate::auc;
+use crate::db::{self, DbError, Schema};
 use crate::hex;
-use crate::pki::create_private;
 use crate::profile::Profile;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use simlab_applet::algo::{self, Algorithm};
@@ -21,6 +21,24 @@ const SQN_MASK: u64 = (1 << 48) - 1;
 /// How long a request waits for another that holds the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The subscriber file (application id "SLau"). Version 1 is the schema of the unversioned
+/// files before it.
+pub const SCHEMA: Schema = Schema {
+    name: "AuC subscriber",
+    application_id: 0x534C_6175,
+    marker_table: "subscribers",
+    migrations: &["CREATE TABLE IF NOT EXISTS subscribers (
+        imsi      TEXT PRIMARY KEY,
+        algorithm TEXT NOT NULL,
+        ki        BLOB NOT NULL,
+        opc       BLOB,
+        amf       BLOB NOT NULL,
+        sqn       INTEGER NOT NULL,
+        mnc_len   INTEGER NOT NULL
+    );"],
+    busy_timeout: BUSY_TIMEOUT,
+};
+
 /// Why the AuC could not answer.
 #[derive(Debug)]
 pub enum AucError {
@@ -34,6 +52,8 @@ pub enum AucError {
     BadInput(String),
     /// The database failed.
     Database(String),
+    /// The database file cannot be used (see [`DbError::is_bad_input`]).
+    Open(DbError),
 }
 
 impl fmt::Display for AucError {
@@ -44,6 +64,7 @@ impl fmt::Display for AucError {
             AucError::ResyncRejected => f.write_str("AUTS carries an invalid MAC-S"),
             AucError::BadInput(why) => f.write_str(why),
             AucError::Database(why) => write!(f, "subscriber database: {why}"),
+            AucError::Open(e) => write!(f, "subscriber database: {e}"),
         }
     }
 }
@@ -128,23 +149,7 @@ pub struct SubscriberDb {
 impl SubscriberDb {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<SubscriberDb, AucError> {
-        create_private(path)
-            .map_err(|e| AucError::Database(format!("creating {}: {e}", path.display())))?;
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "busy_timeout", BUSY_TIMEOUT.as_millis() as i64)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS subscribers (
-                imsi      TEXT PRIMARY KEY,
-                algorithm TEXT NOT NULL,
-                ki        BLOB NOT NULL,
-                opc       BLOB,
-                amf       BLOB NOT NULL,
-                sqn       INTEGER NOT NULL,
-                mnc_len   INTEGER NOT NULL
-            );",
-        )?;
+        let conn = db::open(path, &SCHEMA).map_err(AucError::Open)?;
         Ok(SubscriberDb { conn })
     }
 

@@ -15,7 +15,7 @@
 //! records are simply not billed, and a resubmission reports the committed ones as
 //! `already_billed` with `same_invoice: true`.
 
-use super::store::{Cdr, CertRecord, Pooled, StoreError};
+use super::store::{BillingTx, Cdr, CertRecord, StoreError};
 use super::{Gateway, MAX_CLOCK_SKEW, store_error};
 use crate::hex;
 use crate::http::{ApiError, Request, Response};
@@ -256,13 +256,23 @@ pub fn bill(gw: &Gateway, batch: &BillingBatch) -> Result<BillingAnswer, ApiErro
     let mut results = Vec::with_capacity(batch.records.len());
     let indices: Vec<usize> = (0..batch.records.len()).collect();
     for chunk in indices.chunks(CHUNK) {
-        match bill_chunk(gw, &mut store, batch, chunk, &parsed, &signatures, now) {
-            Ok(mut r) => results.append(&mut r),
-            Err(e) => {
-                store.rollback();
-                return Err(store_error(e));
-            }
+        let mut chunk_results = Vec::new();
+        let mut fault = None;
+        // One transaction per chunk; an error (or a panic) inside rolls the chunk back.
+        store
+            .billing(&mut |tx| {
+                (chunk_results, fault) =
+                    bill_chunk(gw, tx, batch, chunk, &parsed, &signatures, now)?;
+                Ok(())
+            })
+            .map_err(store_error)?;
+        if let Some(n) = fault {
+            // Test fault: the gateway dies mid-batch, right after committing what it billed
+            // so far and before anyone hears about it.
+            eprintln!("gateway: test fault: exiting after {n} billed records");
+            std::process::exit(FAULT_EXIT);
         }
+        results.append(&mut chunk_results);
     }
     let accepted = results
         .iter()
@@ -276,17 +286,17 @@ pub fn bill(gw: &Gateway, batch: &BillingBatch) -> Result<BillingAnswer, ApiErro
     })
 }
 
-/// One transaction's worth of records.
+/// One transaction's worth of records, and, when the `--exit-after-records` test fault
+/// fires, how many records were billed (the chunk stops there and is committed).
 fn bill_chunk(
     gw: &Gateway,
-    store: &mut Pooled,
+    store: &mut dyn BillingTx,
     batch: &BillingBatch,
     chunk: &[usize],
     parsed: &[Early],
     signatures: &[Option<bool>],
     now: u64,
-) -> Result<Vec<RecordResult>, StoreError> {
-    store.begin()?;
+) -> Result<(Vec<RecordResult>, Option<u64>), StoreError> {
     let serials: BTreeSet<Vec<u8>> = chunk
         .iter()
         .filter_map(|&i| parsed[i].as_ref().ok().map(|p| p.invoice.serial.clone()))
@@ -421,14 +431,9 @@ fn bill_chunk(
         if let Some(limit) = gw.config.exit_after_records {
             let n = gw.billed.fetch_add(1, Ordering::SeqCst) + 1;
             if n >= limit {
-                // Test fault: the gateway dies mid-batch, right after committing what it
-                // billed so far and before anyone hears about it.
-                store.commit()?;
-                eprintln!("gateway: test fault: exiting after {n} billed records");
-                std::process::exit(FAULT_EXIT);
+                return Ok((out, Some(n)));
             }
         }
     }
-    store.commit()?;
-    Ok(out)
+    Ok((out, None))
 }

@@ -88,7 +88,7 @@ pub fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Conflict(what) => ApiError::conflict("conflict", what),
         StoreError::Backend(why) => ApiError::unavailable("database_unavailable", why),
-        StoreError::Corrupt(why) => ApiError::internal(why),
+        StoreError::Corrupt(why) | StoreError::Unusable(why) => ApiError::internal(why),
     }
 }
 

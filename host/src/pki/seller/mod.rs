@@ -106,9 +106,13 @@ impl Seller {
     }
 
     fn db(&self) -> Result<std::sync::MutexGuard<'_, SalesDb>, ApiError> {
-        self.db
+        // A request that panicked while holding the connection left no transaction open (a
+        // rusqlite `Transaction` rolls back on drop, also while unwinding): recover it instead
+        // of answering 500 forever after.
+        Ok(self
+            .db
             .lock()
-            .map_err(|_| ApiError::internal("the sales database lock is poisoned"))
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Operations 810–850: check the certificate and the restrictions, then invoice (620).

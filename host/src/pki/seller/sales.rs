@@ -7,7 +7,7 @@
 //! `submitted` when the gateway's answer was lost; the next billing run sends it again, and the
 //! gateway reports it `already_billed` (same invoice) if the lost answer had billed it.
 
-use crate::pki::create_private;
+use crate::db::{self, Schema};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::fmt;
 use std::path::Path;
@@ -127,21 +127,17 @@ fn sale_from_row(r: &rusqlite::Row) -> rusqlite::Result<Sale> {
     })
 }
 
-/// The seller's database.
-pub struct SalesDb {
-    conn: Connection,
-}
+/// The seller's file (application id "SLsl"). Version 1 is the schema of the unversioned files
+/// before it.
+pub const SCHEMA: Schema = Schema {
+    name: "seller",
+    application_id: 0x534C_736C,
+    marker_table: "sales",
+    migrations: &[V1],
+    busy_timeout: BUSY_TIMEOUT,
+};
 
-impl SalesDb {
-    pub fn open(path: &Path) -> Result<SalesDb> {
-        create_private(path)
-            .map_err(|e| SalesError(format!("creating {}: {e}", path.display())))?;
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "busy_timeout", BUSY_TIMEOUT.as_millis() as i64)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS sales (
+const V1: &str = "CREATE TABLE IF NOT EXISTS sales (
                 transaction_id TEXT PRIMARY KEY,
                 serial         BLOB NOT NULL,
                 public_key     BLOB NOT NULL,
@@ -161,8 +157,16 @@ impl SalesDb {
                 seq            INTEGER
             );
             CREATE INDEX IF NOT EXISTS sales_by_state ON sales (state, seq);
-            CREATE INDEX IF NOT EXISTS sales_by_serial ON sales (serial, period_index);",
-        )?;
+            CREATE INDEX IF NOT EXISTS sales_by_serial ON sales (serial, period_index);";
+
+/// The seller's database.
+pub struct SalesDb {
+    conn: Connection,
+}
+
+impl SalesDb {
+    pub fn open(path: &Path) -> Result<SalesDb> {
+        let conn = db::open(path, &SCHEMA).map_err(|e| SalesError(e.to_string()))?;
         Ok(SalesDb { conn })
     }
 

@@ -5,16 +5,14 @@
 //!
 //! Nothing in the gateway assumes it is the only process: a session id is unique by a primary
 //! key, a record is billed by an insert that a unique key lets succeed once, and billing
-//! locks the certificates it counts against (SQLite: the database write lock of `BEGIN
-//! IMMEDIATE`; PostgreSQL: `SELECT … FOR UPDATE` in a fixed order).
+//! locks the certificates it counts against (SQLite: the database write lock of an
+//! `IMMEDIATE` transaction; PostgreSQL: `SELECT … FOR UPDATE` in a fixed order).
 
 pub mod postgres;
 pub mod sqlite;
 
 use crate::pki::messages::AuthPath;
 use std::fmt;
-use std::ops::{Deref, DerefMut};
-use std::sync::Mutex;
 
 /// Why the store failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +23,9 @@ pub enum StoreError {
     Backend(String),
     /// A stored value cannot be read back.
     Corrupt(String),
+    /// The database cannot be used as given (a directory, not SQLite, another store's file, a
+    /// newer schema): the operator must name another.
+    Unusable(String),
 }
 
 impl fmt::Display for StoreError {
@@ -33,6 +34,7 @@ impl fmt::Display for StoreError {
             StoreError::Conflict(what) => write!(f, "already exists: {what}"),
             StoreError::Backend(why) => write!(f, "database: {why}"),
             StoreError::Corrupt(why) => write!(f, "corrupt record: {why}"),
+            StoreError::Unusable(why) => f.write_str(why),
         }
     }
 }
@@ -185,16 +187,23 @@ pub trait Store: Send {
     /// CDRs, oldest first, of one seller or all.
     fn cdrs(&mut self, seller_id: Option<&str>) -> Result<Vec<Cdr>>;
 
-    // The billing transaction (gateway/billing.rs drives it).
+    /// Runs `work` in one write transaction (the billing of a chunk of records): committed
+    /// when `work` returns `Ok`, rolled back when it returns an error or panics — the
+    /// implementations hold a rusqlite/postgres `Transaction`, which rolls back on drop, so no
+    /// path leaves a transaction open on a pooled connection.
+    fn billing(&mut self, work: &mut dyn FnMut(&mut dyn BillingTx) -> Result<()>) -> Result<()>;
 
-    /// Starts a write transaction.
-    fn begin(&mut self) -> Result<()>;
-    fn commit(&mut self) -> Result<()>;
-    /// Ends a failed transaction; never fails (a broken connection is dropped by the pool).
-    fn rollback(&mut self);
-    /// Within the transaction: the current records of these certificates, locked against
-    /// concurrent billing until commit. `serials` are sorted, so two gateways lock in the
-    /// same order and cannot deadlock.
+    /// Whether the connection can still be used (a PostgreSQL connection may have died).
+    fn is_usable(&mut self) -> bool {
+        true
+    }
+}
+
+/// What billing does inside its transaction (see [`Store::billing`]).
+pub trait BillingTx {
+    /// The current records of these certificates, locked against concurrent billing until
+    /// the transaction ends. `serials` are sorted, so two gateways lock in the same order and
+    /// cannot deadlock.
     fn lock_certificates(&mut self, serials: &[Vec<u8>]) -> Result<Vec<CertRecord>>;
     /// Whether (seller, transaction) was billed, and how.
     fn billed(&mut self, seller_id: &str, transaction_id: &str) -> Result<Option<Billed>>;
@@ -202,11 +211,6 @@ pub trait Store: Send {
     fn usage(&mut self, serial: &[u8], period: u64) -> Result<u64>;
     /// Stores a CDR and counts it; false (nothing stored) if (seller, transaction) exists.
     fn insert_cdr(&mut self, cdr: &Cdr) -> Result<bool>;
-
-    /// Whether the connection can still be used (a PostgreSQL connection may have died).
-    fn is_usable(&mut self) -> bool {
-        true
-    }
 }
 
 /// Opens a new connection.
@@ -224,6 +228,7 @@ pub fn opener(db: &str) -> Result<Opener> {
         }))
     } else {
         let path = std::path::PathBuf::from(db);
+        // Creates, checks and migrates the file before the gateway takes requests.
         sqlite::SqliteStore::open(&path)?;
         Ok(Box::new(move || {
             sqlite::SqliteStore::open(&path).map(|s| Box::new(s) as Box<dyn Store>)
@@ -231,62 +236,71 @@ pub fn opener(db: &str) -> Result<Opener> {
     }
 }
 
-/// Connections to reuse across requests: a request takes one (opening a new one if none is
-/// idle) and gives it back when done.
-pub struct Pool {
+/// The most connections one gateway process holds: requests beyond it wait for one (up to
+/// [`POOL_WAIT`]) instead of opening more. SQLite serialises writers anyway; PostgreSQL's
+/// default `max_connections` is 100, shared by every gateway process.
+pub const MAX_CONNECTIONS: u32 = 16;
+/// How long a request waits for a free connection before it fails (503).
+pub const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Connects the pool (r2d2) to an [`Opener`]: one manager for both backends, since the
+/// gateway works through the [`Store`] trait. (r2d2_sqlite 0.35 requires rusqlite 0.40, so
+/// its manager would not fit rusqlite 0.41 anyway.)
+pub struct Manager {
     open: Opener,
-    idle: Mutex<Vec<Box<dyn Store>>>,
 }
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Box<dyn Store>;
+    type Error = StoreError;
+
+    fn connect(&self) -> Result<Box<dyn Store>> {
+        (self.open)()
+    }
+
+    fn is_valid(&self, store: &mut Box<dyn Store>) -> Result<()> {
+        if store.is_usable() {
+            Ok(())
+        } else {
+            Err(StoreError::Backend("the connection was closed".into()))
+        }
+    }
+
+    fn has_broken(&self, store: &mut Box<dyn Store>) -> bool {
+        !store.is_usable()
+    }
+}
+
+/// A bounded pool of connections: a request takes one (opening one if none is idle and fewer
+/// than [`MAX_CONNECTIONS`] exist) and gives it back on drop; a broken one is dropped.
+pub struct Pool {
+    inner: r2d2::Pool<Manager>,
+}
+
+/// A connection borrowed from a [`Pool`].
+pub type Pooled = r2d2::PooledConnection<Manager>;
 
 impl Pool {
     pub fn new(open: Opener) -> Pool {
-        Pool {
-            open,
-            idle: Mutex::new(Vec::new()),
-        }
+        Pool::with_size(open, MAX_CONNECTIONS)
+    }
+
+    pub fn with_size(open: Opener, max: u32) -> Pool {
+        let inner = r2d2::Pool::builder()
+            .max_size(max)
+            // Connections are opened when needed, not all up front.
+            .min_idle(Some(0))
+            .connection_timeout(POOL_WAIT)
+            // r2d2 logs through `log`; the gateway reports failures itself.
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(Manager { open });
+        Pool { inner }
     }
 
     /// A connection for the caller's exclusive use.
-    pub fn get(&self) -> Result<Pooled<'_>> {
-        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
-        let store = match idle {
-            Some(s) => s,
-            None => (self.open)()?,
-        };
-        Ok(Pooled {
-            pool: self,
-            store: Some(store),
+    pub fn get(&self) -> Result<Pooled> {
+        self.inner.get().map_err(|e| {
+            StoreError::Backend(format!("no database connection within {POOL_WAIT:?}: {e}"))
         })
-    }
-}
-
-/// A connection borrowed from a [`Pool`]; returned on drop unless it broke.
-pub struct Pooled<'a> {
-    pool: &'a Pool,
-    store: Option<Box<dyn Store>>,
-}
-
-impl Deref for Pooled<'_> {
-    type Target = dyn Store;
-    fn deref(&self) -> &Self::Target {
-        // Present from construction until drop.
-        self.store.as_deref().expect("pooled store")
-    }
-}
-
-impl DerefMut for Pooled<'_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        self.store.as_deref_mut().expect("pooled store")
-    }
-}
-
-impl Drop for Pooled<'_> {
-    fn drop(&mut self) {
-        if let Some(mut store) = self.store.take()
-            && store.is_usable()
-            && let Ok(mut idle) = self.pool.idle.lock()
-        {
-            idle.push(store);
-        }
     }
 }

@@ -9,17 +9,19 @@
 //! the database is local to the gateway.
 
 use super::{
-    Billed, Cdr, CertRecord, Result, RevokeOutcome, Session, SessionState, Store, StoreError,
+    Billed, BillingTx, Cdr, CertRecord, Result, RevokeOutcome, Session, SessionState, Store,
+    StoreError,
 };
 use crate::pki::messages::AuthPath;
 use postgres::{Client, NoTls, Row, Statement};
 use std::collections::HashMap;
 
-/// Serialises schema creation between gateways starting at once (any constant works; this
+/// Serialises migrations between gateways starting at once (any constant works; this
 /// one spells "sim" "lab" "gw").
 const SCHEMA_LOCK: i64 = 0x0053_494D_4C41_4247;
 
-const SCHEMA: &str = "
+/// Version 1: the schema of the unversioned databases before it (adopted as they are).
+const V1: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
     sid        BYTEA PRIMARY KEY,
     imsi       TEXT NOT NULL,
@@ -76,6 +78,15 @@ CREATE TABLE IF NOT EXISTS purchase_counts (
 );
 ";
 
+/// Migration *n* takes the database from version *n − 1* to *n* (as in `crate::db` for
+/// SQLite; refinery 0.10 would fit postgres 0.19 but not rusqlite 0.41, and one mechanism for
+/// both backends is simpler to reason about). Never edit a released one: add another.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// Where the version lives: one row, created by the first simlab that versions the database.
+const VERSION_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS simlab_gateway_schema (version BIGINT NOT NULL)";
+
 const CERT_COLUMNS: &str = "serial, imsi, sid, public_key, restrictions, alias, not_before, \
      not_after, der, issued_at, revoked_at, revocation_reason";
 
@@ -119,15 +130,12 @@ fn cert_from_row(r: &Row) -> Result<CertRecord> {
 }
 
 impl PgStore {
-    /// Connects and makes sure the schema exists.
+    /// Connects and brings the schema to the version this build knows, or refuses a newer
+    /// one.
     pub fn connect(url: &str) -> Result<PgStore> {
         let mut client = Client::connect(url, NoTls)
             .map_err(|e| StoreError::Backend(format!("connecting to PostgreSQL: {e}")))?;
-        client
-            .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;"
-            ))
-            .map_err(backend)?;
+        migrate(&mut client)?;
         Ok(PgStore {
             client,
             statements: HashMap::new(),
@@ -143,6 +151,49 @@ impl PgStore {
         self.statements.insert(sql, s.clone());
         Ok(s)
     }
+}
+
+/// The schema version this build writes.
+pub fn schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Runs the missing migrations in one transaction (rolled back on drop if any fails), under an
+/// advisory lock so concurrent gateways migrate once.
+fn migrate(client: &mut Client) -> Result<()> {
+    let mut tx = client.transaction().map_err(backend)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .map_err(backend)?;
+    tx.batch_execute(VERSION_TABLE).map_err(backend)?;
+    let version: i64 = match tx
+        .query_opt("SELECT version FROM simlab_gateway_schema", &[])
+        .map_err(backend)?
+    {
+        Some(row) => row
+            .try_get(0)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        None => {
+            tx.execute(
+                "INSERT INTO simlab_gateway_schema (version) VALUES (0)",
+                &[],
+            )
+            .map_err(backend)?;
+            0
+        }
+    };
+    let known = schema_version();
+    if version > known {
+        return Err(StoreError::Unusable(format!(
+            "gateway database schema version {version} is newer than this simlab knows \
+             ({known}); use a newer simlab"
+        )));
+    }
+    for migration in &MIGRATIONS[version.max(0) as usize..] {
+        tx.batch_execute(migration).map_err(backend)?;
+    }
+    tx.execute("UPDATE simlab_gateway_schema SET version = $1", &[&known])
+        .map_err(backend)?;
+    tx.commit().map_err(backend)
 }
 
 impl Store for PgStore {
@@ -381,18 +432,39 @@ impl Store for PgStore {
             .collect()
     }
 
-    fn begin(&mut self) -> Result<()> {
-        self.client.batch_execute("BEGIN").map_err(backend)
+    fn billing(&mut self, work: &mut dyn FnMut(&mut dyn BillingTx) -> Result<()>) -> Result<()> {
+        // Dropped without commit (error, panic) the transaction rolls back.
+        let mut tx = self.client.transaction().map_err(backend)?;
+        work(&mut PgTx {
+            tx: &mut tx,
+            statements: &mut self.statements,
+        })?;
+        tx.commit().map_err(backend)
     }
 
-    fn commit(&mut self) -> Result<()> {
-        self.client.batch_execute("COMMIT").map_err(backend)
+    fn is_usable(&mut self) -> bool {
+        !self.client.is_closed()
     }
+}
 
-    fn rollback(&mut self) {
-        let _ = self.client.batch_execute("ROLLBACK");
+/// A billing transaction on PostgreSQL, sharing the connection's prepared statements.
+struct PgTx<'a, 'c> {
+    tx: &'a mut postgres::Transaction<'c>,
+    statements: &'a mut HashMap<&'static str, Statement>,
+}
+
+impl PgTx<'_, '_> {
+    fn stmt(&mut self, sql: &'static str) -> Result<Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.prepare(sql).map_err(backend)?;
+        self.statements.insert(sql, s.clone());
+        Ok(s)
     }
+}
 
+impl BillingTx for PgTx<'_, '_> {
     fn lock_certificates(&mut self, serials: &[Vec<u8>]) -> Result<Vec<CertRecord>> {
         let stmt = self.stmt(
             "SELECT serial, imsi, sid, public_key, restrictions, alias, not_before, not_after, \
@@ -401,7 +473,7 @@ impl Store for PgStore {
         )?;
         let mut out = Vec::with_capacity(serials.len());
         for serial in serials {
-            if let Some(r) = self.client.query_opt(&stmt, &[serial]).map_err(backend)? {
+            if let Some(r) = self.tx.query_opt(&stmt, &[serial]).map_err(backend)? {
                 out.push(cert_from_row(&r)?);
             }
         }
@@ -414,7 +486,7 @@ impl Store for PgStore {
              WHERE seller_id = $1 AND transaction_id = $2",
         )?;
         let Some(r) = self
-            .client
+            .tx
             .query_opt(&stmt, &[&seller_id, &transaction_id])
             .map_err(backend)?
         else {
@@ -437,7 +509,7 @@ impl Store for PgStore {
             "SELECT purchases FROM purchase_counts WHERE serial = $1 AND period_index = $2",
         )?;
         Ok(self
-            .client
+            .tx
             .query_opt(&stmt, &[&serial, &(period as i64)])
             .map_err(backend)?
             .map_or(0, |r| r.get::<_, i64>(0) as u64))
@@ -451,7 +523,7 @@ impl Store for PgStore {
              ON CONFLICT (seller_id, transaction_id) DO NOTHING",
         )?;
         let n = self
-            .client
+            .tx
             .execute(
                 &insert,
                 &[
@@ -479,13 +551,9 @@ impl Store for PgStore {
              ON CONFLICT (serial, period_index) DO UPDATE \
              SET purchases = purchase_counts.purchases + 1",
         )?;
-        self.client
+        self.tx
             .execute(&count, &[&c.serial, &(c.period as i64)])
             .map_err(backend)?;
         Ok(true)
-    }
-
-    fn is_usable(&mut self) -> bool {
-        !self.client.is_closed()
     }
 }

@@ -1,14 +1,16 @@
 //! The gateway's records in one SQLite file (WAL mode, synchronous FULL: a billed record
 //! survives a crash or power loss once the gateway has answered). Several connections and
 //! processes may share the file: writers serialise on SQLite's lock, so billing transactions
-//! (`BEGIN IMMEDIATE`) never interleave.
+//! (`IMMEDIATE`) never interleave. The file is opened, created and migrated by [`crate::db`],
+//! which also explains why nothing else may ever open it.
 
 use super::{
-    Billed, Cdr, CertRecord, Result, RevokeOutcome, Session, SessionState, Store, StoreError,
+    Billed, BillingTx, Cdr, CertRecord, Result, RevokeOutcome, Session, SessionState, Store,
+    StoreError,
 };
-use crate::pki::create_private;
+use crate::db::{self, DbError, Schema};
 use crate::pki::messages::AuthPath;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,7 +18,8 @@ use std::time::Duration;
 /// records holds it for about a second).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-const SCHEMA: &str = "
+/// Version 1: the schema of the unversioned files before it (they are adopted as they are).
+const V1: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
     sid        BLOB PRIMARY KEY,
     imsi       TEXT NOT NULL,
@@ -71,6 +74,15 @@ CREATE TABLE IF NOT EXISTS purchase_counts (
     PRIMARY KEY (serial, period_index)
 );
 ";
+
+/// The gateway's file (application id "SLgw").
+pub const SCHEMA: Schema = Schema {
+    name: "gateway",
+    application_id: 0x534C_6777,
+    marker_table: "certificates",
+    migrations: &[V1],
+    busy_timeout: BUSY_TIMEOUT,
+};
 
 const CERT_COLUMNS: &str = "serial, imsi, sid, public_key, restrictions, alias, not_before, \
      not_after, der, issued_at, revoked_at, revocation_reason";
@@ -128,18 +140,13 @@ fn rands_from(blob: &[u8]) -> Option<Vec<[u8; 16]>> {
 }
 
 impl SqliteStore {
-    /// Opens (creating with mode 0600 if needed) the gateway database at `path`.
+    /// Opens (creating with mode 0600 if needed, migrating if older) the gateway database
+    /// at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        create_private(path)
-            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", path.display())))?;
-        let conn = Connection::open(path).map_err(backend)?;
-        conn.pragma_update(None, "busy_timeout", BUSY_TIMEOUT.as_millis() as i64)
-            .map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(backend)?;
-        conn.execute_batch(SCHEMA).map_err(backend)?;
+        let conn = db::open(path, &SCHEMA).map_err(|e| match e {
+            DbError::Sqlite { .. } => StoreError::Backend(e.to_string()),
+            e => StoreError::Unusable(e.to_string()),
+        })?;
         Ok(SqliteStore { conn })
     }
 }
@@ -288,12 +295,7 @@ impl Store for SqliteStore {
     }
 
     fn certificate(&mut self, serial: &[u8]) -> Result<Option<CertRecord>> {
-        self.conn
-            .prepare_cached(&format!(
-                "SELECT {CERT_COLUMNS} FROM certificates WHERE serial = ?1"
-            ))
-            .and_then(|mut s| s.query_row([serial], cert_from_row).optional())
-            .map_err(backend)
+        certificate(&self.conn, serial)
     }
 
     fn revoke(&mut self, serial: &[u8], at: u64, reason: &str) -> Result<RevokeOutcome> {
@@ -369,23 +371,35 @@ impl Store for SqliteStore {
         rows.collect::<rusqlite::Result<_>>().map_err(backend)
     }
 
-    fn begin(&mut self) -> Result<()> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)
+    fn billing(&mut self, work: &mut dyn FnMut(&mut dyn BillingTx) -> Result<()>) -> Result<()> {
+        // IMMEDIATE: the write lock up front, so the reads below are current and no other
+        // writer interleaves. Dropped without commit (error, panic) it rolls back.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        work(&mut SqliteTx(&tx))?;
+        tx.commit().map_err(backend)
     }
+}
 
-    fn commit(&mut self) -> Result<()> {
-        self.conn.execute_batch("COMMIT").map_err(backend)
-    }
+fn certificate(conn: &Connection, serial: &[u8]) -> Result<Option<CertRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {CERT_COLUMNS} FROM certificates WHERE serial = ?1"
+    ))
+    .and_then(|mut s| s.query_row([serial], cert_from_row).optional())
+    .map_err(backend)
+}
 
-    fn rollback(&mut self) {
-        let _ = self.conn.execute_batch("ROLLBACK");
-    }
+/// A billing transaction on SQLite.
+struct SqliteTx<'a>(&'a rusqlite::Transaction<'a>);
 
+impl BillingTx for SqliteTx<'_> {
     fn lock_certificates(&mut self, serials: &[Vec<u8>]) -> Result<Vec<CertRecord>> {
         // The IMMEDIATE transaction already holds the write lock: reads are current.
         let mut out = Vec::with_capacity(serials.len());
         for serial in serials {
-            if let Some(c) = self.certificate(serial)? {
+            if let Some(c) = certificate(self.0, serial)? {
                 out.push(c);
             }
         }
@@ -393,7 +407,7 @@ impl Store for SqliteStore {
     }
 
     fn billed(&mut self, seller_id: &str, transaction_id: &str) -> Result<Option<Billed>> {
-        self.conn
+        self.0
             .prepare_cached(
                 "SELECT billed_at, batch_id, invoice_sha256 FROM cdrs
                  WHERE seller_id = ?1 AND transaction_id = ?2",
@@ -415,7 +429,7 @@ impl Store for SqliteStore {
     }
 
     fn usage(&mut self, serial: &[u8], period: u64) -> Result<u64> {
-        self.conn
+        self.0
             .prepare_cached(
                 "SELECT purchases FROM purchase_counts WHERE serial = ?1 AND period_index = ?2",
             )
@@ -429,7 +443,7 @@ impl Store for SqliteStore {
 
     fn insert_cdr(&mut self, c: &Cdr) -> Result<bool> {
         let inserted = self
-            .conn
+            .0
             .prepare_cached(
                 "INSERT INTO cdrs (seller_id, transaction_id, serial, imsi, amount, currency,
                     issued_at, period_index, invoice, invoice_sha256, signature, batch_id,
@@ -458,7 +472,7 @@ impl Store for SqliteStore {
         if inserted == 0 {
             return Ok(false);
         }
-        self.conn
+        self.0
             .prepare_cached(
                 "INSERT INTO purchase_counts (serial, period_index, purchases) VALUES (?1, ?2, 1)
                  ON CONFLICT (serial, period_index) DO UPDATE SET purchases = purchases + 1",
@@ -466,5 +480,168 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.execute(params![c.serial, c.period as i64]))
             .map_err(backend)?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("simlab-gwstore-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("gateway.sqlite")
+    }
+
+    /// A copy of the database today's code wrote before versioning (fixtures/db).
+    fn golden(name: &str) -> PathBuf {
+        let path = tmp(name);
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/db/gateway-v0.sqlite");
+        std::fs::copy(fixture, &path).unwrap();
+        path
+    }
+
+    fn cdr(tx: &str) -> Cdr {
+        Cdr {
+            seller_id: "shop-1".into(),
+            transaction_id: tx.into(),
+            serial: vec![1, 2, 3, 4],
+            imsi: "001010123456789".into(),
+            amount: 1,
+            currency: "EUR".into(),
+            issued_at: 1_700_000_500,
+            period: 0,
+            invoice: vec![0xAA; 40],
+            invoice_sha256: [0xBB; 32],
+            signature: vec![0xCC; 64],
+            batch_id: "batch-2".into(),
+            billed_at: 1_700_000_600,
+        }
+    }
+
+    fn user_version(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_unversioned_database_is_migrated_and_keeps_everything() {
+        let path = golden("migrate");
+        assert_eq!(user_version(&path), 0);
+        let mut s = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&path), SCHEMA.version());
+        let cert = s
+            .certificate(&[1, 2, 3, 4])
+            .unwrap()
+            .expect("certificate kept");
+        assert_eq!(
+            (cert.alias.as_str(), cert.not_after),
+            ("alice", 1_800_000_000)
+        );
+        let session = s.session(&[0x51; 16]).unwrap().expect("session kept");
+        assert_eq!(session.state, SessionState::Issued);
+        assert!(session.k.is_none());
+        assert!(s.seller_exists("shop-1").unwrap());
+        let cdrs = s.cdrs(None).unwrap();
+        assert_eq!(cdrs.len(), 1);
+        assert_eq!(
+            (cdrs[0].transaction_id.as_str(), cdrs[0].amount),
+            ("tx-0001", 1234)
+        );
+        // And it goes on working: the purchase counter carried over.
+        s.billing(&mut |tx| {
+            assert_eq!(tx.usage(&[1, 2, 3, 4], 0)?, 1);
+            assert!(tx.insert_cdr(&cdr("tx-0002"))?);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(s.cdrs(Some("shop-1")).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_with_its_version() {
+        let path = golden("newer");
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA.version() + 1)
+            .unwrap();
+        let Err(StoreError::Unusable(why)) = SqliteStore::open(&path) else {
+            panic!("a newer schema was opened");
+        };
+        assert!(why.contains("newer than this simlab knows"), "{why}");
+    }
+
+    #[test]
+    fn an_error_mid_transaction_leaves_nothing() {
+        let path = golden("rollback");
+        let mut s = SqliteStore::open(&path).unwrap();
+        let e = s
+            .billing(&mut |tx| {
+                assert!(tx.insert_cdr(&cdr("tx-0002"))?);
+                Err(StoreError::Corrupt("stop here".into()))
+            })
+            .unwrap_err();
+        assert_eq!(e, StoreError::Corrupt("stop here".into()));
+        assert_eq!(s.cdrs(None).unwrap().len(), 1);
+        s.billing(&mut |tx| {
+            assert!(tx.billed("shop-1", "tx-0002")?.is_none());
+            assert_eq!(
+                tx.usage(&[1, 2, 3, 4], 0)?,
+                1,
+                "the counter was rolled back too"
+            );
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_panic_mid_transaction_leaves_nothing_and_the_connection_usable() {
+        let path = golden("panic");
+        let mut s = SqliteStore::open(&path).unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = s.billing(&mut |tx| {
+                tx.insert_cdr(&cdr("tx-0002"))?;
+                panic!("a billing bug");
+            });
+        }));
+        assert!(caught.is_err());
+        // The same connection takes the write lock again: no transaction was left open.
+        s.billing(&mut |tx| {
+            assert!(tx.billed("shop-1", "tx-0002")?.is_none());
+            assert!(tx.insert_cdr(&cdr("tx-0003"))?);
+            Ok(())
+        })
+        .unwrap();
+        // And another connection sees exactly that.
+        let mut other = SqliteStore::open(&path).unwrap();
+        let ids: Vec<String> = other
+            .cdrs(None)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.transaction_id)
+            .collect();
+        assert_eq!(ids, ["tx-0001", "tx-0003"]);
+    }
+
+    #[test]
+    fn another_stores_file_is_refused() {
+        let path = tmp("seller");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/db/seller-v0.sqlite"),
+            &path,
+        )
+        .unwrap();
+        let Err(StoreError::Unusable(why)) = SqliteStore::open(&path) else {
+            panic!("a seller database was opened as the gateway's");
+        };
+        assert!(why.contains("not a simlab gateway database"), "{why}");
     }
 }
