@@ -114,7 +114,7 @@ impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DbError::IsDirectory(p) => {
-                write!(f, "{} is a directory, not a database file", p.display())
+                write!(f, "{} is a directory, not a file", p.display())
             }
             DbError::NoFolder(p) => write!(
                 f,

@@ -193,6 +193,20 @@ impl Reader<'_> {
         // Never echo the value: it is a secret.
         pad_pin(&text).ok_or_else(|| self.err(key, "must be 4-8 digits"))
     }
+
+    /// A PUK: exactly 8 digits (TS 31.102 / 51.011: the unblock key is 8 digits, unpadded).
+    fn puk(&self, key: &str, default: Option<&str>) -> Result<[u8; PIN_LEN]> {
+        let text = match (self.string(key)?, default) {
+            (Some(t), _) => t,
+            (None, Some(d)) => d.to_string(),
+            (None, None) => return Err(self.err(key, "is required")),
+        };
+        if text.len() != PIN_LEN || !text.bytes().all(|b| b.is_ascii_digit()) {
+            // Never echo the value: it is a secret.
+            return Err(self.err(key, "must be exactly 8 digits"));
+        }
+        pad_pin(&text).ok_or_else(|| self.err(key, "must be exactly 8 digits"))
+    }
 }
 
 impl Profile {
@@ -208,10 +222,28 @@ impl Profile {
 
     /// Validates profile text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Profile {
-            path: path.to_path_buf(),
-            key: None,
-            reason: format!("not valid TOML: {}", e.message()),
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            // toml says "duplicate key" and points at the second one: name it (a key, never a
+            // value, so no secret is quoted).
+            let duplicate = e
+                .message()
+                .starts_with("duplicate key")
+                .then(|| e.span().and_then(|span| text.get(span)))
+                .flatten()
+                .map(|k| k.trim().trim_matches(['"', '\'']).to_string())
+                .filter(|k| !k.is_empty() && !k.contains('\n'));
+            match duplicate {
+                Some(key) => Error::Profile {
+                    path: path.to_path_buf(),
+                    key: Some(key),
+                    reason: "is given twice".into(),
+                },
+                None => Error::Profile {
+                    path: path.to_path_buf(),
+                    key: None,
+                    reason: format!("not valid TOML: {}", e.message()),
+                },
+            }
         })?;
         Self::from_table(path, table)
     }
@@ -276,9 +308,9 @@ impl Profile {
             u64::from_be_bytes([0, 0, s[0], s[1], s[2], s[3], s[4], s[5]])
         });
         let pin1 = r.pin("pin1", None)?;
-        let puk1 = r.pin("puk1", None)?;
+        let puk1 = r.puk("puk1", None)?;
         let pin2 = r.pin("pin2", Some("0000"))?;
-        let puk2 = r.pin("puk2", Some("12345678"))?;
+        let puk2 = r.puk("puk2", Some("12345678"))?;
         let pin1_enabled = match r.table.get("pin1_enabled") {
             None => false,
             Some(toml::Value::Boolean(b)) => *b,

@@ -363,3 +363,325 @@ fn help_teaches() {
     let o = simlab(&["card", "auth", "--help"]);
     assert!(text(&o).0.contains("--check"));
 }
+
+/// A fresh directory for one test.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("simlab-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn file_options_naming_a_directory_a_missing_folder_or_a_foreign_file_exit_2() {
+    let dir = scratch("paths");
+    let d = dir.to_str().unwrap().to_string();
+    let missing = dir
+        .join("no/such/folder/file")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text_file = dir.join("notes.txt");
+    std::fs::write(&text_file, "these are notes, not a database\n".repeat(40)).unwrap();
+    let t = text_file.to_str().unwrap().to_string();
+    let seller_db = dir.join("seller.sqlite");
+    std::fs::copy(root().join("fixtures/db/seller-v0.sqlite"), &seller_db).unwrap();
+    let sdb = seller_db.to_str().unwrap().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--emulate", COMP128, "--trace", &d, "card", "info"],
+            "is a directory",
+        ),
+        (
+            vec!["--emulate", COMP128, "--trace", &missing, "card", "info"],
+            "does not exist",
+        ),
+        (
+            vec!["--emulate", COMP128, "token", "info", "--state", &d],
+            "is a directory",
+        ),
+        (
+            vec!["--emulate", COMP128, "token", "info", "--state", &missing],
+            "does not exist",
+        ),
+        (vec!["auc", "list", "--db", &d], "is a directory"),
+        (vec!["auc", "list", "--db", &missing], "does not exist"),
+        (vec!["auc", "list", "--db", &t], "is not an SQLite database"),
+        (
+            vec!["seller", "sales", "--db", &t],
+            "is not an SQLite database",
+        ),
+        (vec!["gateway", "cdrs", "--db", &d], "is a directory"),
+        (
+            vec!["gateway", "cdrs", "--db", &t],
+            "is not an SQLite database",
+        ),
+        (
+            vec!["gateway", "cdrs", "--db", &sdb],
+            "not a simlab gateway database",
+        ),
+        (
+            vec!["otp", "verify", "--db", &d, "--id", "00", "--code", "1"],
+            "is a directory",
+        ),
+    ];
+    for (args, needle) in &cases {
+        let o = simlab(args);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    }
+    // The foreign files were refused, not changed.
+    assert_eq!(
+        std::fs::read_to_string(&text_file).unwrap(),
+        "these are notes, not a database\n".repeat(40)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_database_from_a_newer_simlab_is_refused_with_exit_2() {
+    let dir = scratch("newer");
+    let db = dir.join("gateway.sqlite");
+    let db_s = db.to_str().unwrap();
+    let o = simlab(&["gateway", "cdrs", "--db", db_s]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let v: i64 = c
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    c.pragma_update(None, "user_version", v + 1).unwrap();
+    drop(c);
+    let o = simlab(&["gateway", "cdrs", "--db", db_s]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("newer than this simlab knows"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_duplicate_profile_key_is_named() {
+    let dir = scratch("dupkey");
+    let base = std::fs::read_to_string(root().join(COMP128)).unwrap();
+    let path = dir.join("dup.toml");
+    std::fs::write(
+        &path,
+        format!("{base}\nki = \"000102030405060708090a0b0c0d0e0f\"\n"),
+    )
+    .unwrap();
+    let o = simlab(&["--emulate", path.to_str().unwrap(), "card", "info"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("key `ki`: is given twice"), "{err}");
+    assert!(!err.contains("000102030405060708090a0b0c0d0e0f"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn puks_are_exactly_8_digits() {
+    let dir = scratch("puk");
+    let base = std::fs::read_to_string(root().join(COMP128)).unwrap();
+    for (i, puk) in ["1234567", "123456789", "1234"].iter().enumerate() {
+        let path = dir.join(format!("p{i}.toml"));
+        std::fs::write(
+            &path,
+            base.replace("puk1 = \"12345678\"", &format!("puk1 = \"{puk}\"")),
+        )
+        .unwrap();
+        let o = simlab(&["--emulate", path.to_str().unwrap(), "card", "info"]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{puk}: {err}");
+        assert!(
+            err.contains("key `puk1`: must be exactly 8 digits"),
+            "{err}"
+        );
+        assert!(!err.contains(puk), "the PUK was quoted back: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn batch_csv_duplicates_are_refused_and_a_byte_order_mark_is_accepted() {
+    let dir = scratch("csv");
+    let batch = std::fs::read_to_string(root().join("fixtures/provision/batch.csv")).unwrap();
+    // Two rows with one IMSI: refused while reading the file, before any reader is opened.
+    let dup = batch.replace("001010000100002", "001010000100001");
+    let path = dir.join("dup.csv");
+    std::fs::write(&path, &dup).unwrap();
+    let o = simlab(&["card", "provision", "--csv", path.to_str().unwrap()]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("line 3: column `imsi`: same IMSI as line 2"),
+        "{err}"
+    );
+
+    // As a spreadsheet saves it: BOM first.
+    let bom = dir.join("bom.csv");
+    std::fs::write(&bom, format!("\u{feff}{batch}")).unwrap();
+    let db = dir.join("auc.sqlite");
+    let o = simlab(&[
+        "auc",
+        "import",
+        "--db",
+        db.to_str().unwrap(),
+        "--csv",
+        bom.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = simlab(&["auc", "list", "--db", db.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(
+        json(&o).as_array().map(Vec::len),
+        Some(batch.lines().filter(|l| l.starts_with("lab-")).count())
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `simlab` with `stdin` fed and extra environment variables.
+fn simlab_with(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simlab"))
+        .args(args)
+        .current_dir(root())
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn pins_come_from_stdin_or_the_environment() {
+    let profile = "fixtures/cards/usim-pin-enabled.toml";
+    let verify = |pin: &str, stdin: &str, env: &[(&str, &str)]| {
+        simlab_with(
+            &[
+                "--emulate",
+                profile,
+                "card",
+                "verify-pin",
+                "--pin",
+                pin,
+                "--json",
+            ],
+            stdin,
+            env,
+        )
+    };
+    let o = verify("-", "1234\n", &[]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(json(&o)["verified"], true);
+    let o = verify("env:SIMLAB_TEST_PIN", "", &[("SIMLAB_TEST_PIN", "1234")]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    // The value from the environment is the PIN: a wrong one is a wrong PIN (exit 1).
+    let o = verify("env:SIMLAB_TEST_PIN", "", &[("SIMLAB_TEST_PIN", "0000")]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(!text(&o).0.contains("0000") && !text(&o).1.contains("0000"));
+    // Usage mistakes: exit 2, naming the option and the variable, never a value.
+    let o = verify("env:SIMLAB_NO_SUCH_VARIABLE", "", &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--pin") && err.contains("SIMLAB_NO_SUCH_VARIABLE is not set"),
+        "{err}"
+    );
+    let o = verify("-", "", &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).1.contains("standard input is empty"),
+        "{:?}",
+        text(&o)
+    );
+    // One line of stdin is one secret: a second `-` is refused, not given the same line.
+    let o = simlab_with(
+        &[
+            "--emulate",
+            "fixtures/cards/demo-usim.toml",
+            "ms",
+            "enroll",
+            "--gateway",
+            "http://127.0.0.1:9",
+            "--pin",
+            "-",
+            "--sim-pin",
+            "-",
+        ],
+        "0000\n1234\n",
+        &[],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("already read for --pin"), "{err}");
+    // The ADM key too.
+    let o = simlab_with(
+        &[
+            "--emulate",
+            COMP128,
+            "card",
+            "update",
+            "SPN",
+            "--data",
+            "0173696d6c6162ffffffffffffffffffff",
+            "--adm",
+            "env:SIMLAB_TEST_ADM",
+        ],
+        "",
+        &[("SIMLAB_TEST_ADM", "88888888")],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+}
+
+#[test]
+fn completions_and_the_manual_page_are_generated() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = simlab(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {:?}", text(&o));
+        let script = text(&o).0;
+        assert!(
+            script.contains("simlab") && script.contains("provision"),
+            "{shell}"
+        );
+    }
+    // bash itself accepts the script and registers the completion.
+    let o = simlab(&["completions", "bash"]);
+    let dir = scratch("completions");
+    let script = dir.join("simlab.bash");
+    std::fs::write(&script, &o.stdout).unwrap();
+    let b = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p simlab", script.display()))
+        .output()
+        .expect("run bash");
+    assert!(
+        b.status.success(),
+        "{:?}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    assert!(String::from_utf8_lossy(&b.stdout).contains("simlab"));
+    let o = simlab(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    let o = simlab(&["man"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let page = text(&o).0;
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH simlab"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
+    assert!(
+        page.contains("env:NAME"),
+        "the secrets convention is in the manual"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

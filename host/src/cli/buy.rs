@@ -36,7 +36,7 @@ pub struct BuyArgs {
     /// Also write the signed invoice bytes and the DER signature here (FILE.bin, FILE.sig).
     #[arg(long, value_name = "FILE")]
     save: Option<PathBuf>,
-    #[arg(long, value_name = "FILE", long_help = STATE_HELP)]
+    #[arg(long, value_name = "FILE", long_help = STATE_HELP, value_parser = crate::cli::file_arg)]
     state: Option<PathBuf>,
 }
 

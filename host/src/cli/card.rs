@@ -276,9 +276,11 @@ pub fn open_link(transport: Box<dyn Transport>, global: &Global) -> Result<Link>
     Ok(link)
 }
 
-/// A PIN argument (4-8 digits), padded with FF as the card wants it.
+/// A PIN argument (4-8 digits; or `-` / `env:NAME`, see [`super::secret_arg`]), padded with FF
+/// as the card wants it.
 pub(crate) fn pin_arg(arg: &str, text: &str) -> Result<[u8; 8]> {
-    pad_pin(text).ok_or_else(|| Error::arg(arg, "must be 4-8 digits"))
+    let text = super::secret_arg(arg, text)?;
+    pad_pin(&text).ok_or_else(|| Error::arg(arg, "must be 4-8 digits"))
 }
 
 /// Verifies PIN1 when one was given; a wrong one is an error (and spends a try, as it must).
@@ -293,10 +295,11 @@ fn unlock(sim: &mut Sim, pin: Option<&str>) -> Result<()> {
 
 /// An ADM key as typed: 16 hex digits are a raw key, 4-8 digits an ASCII one (as pySim does).
 fn adm_arg(text: &str) -> Result<[u8; 8]> {
+    let text = super::secret_arg("--adm", text)?;
     if text.len() == 16 {
-        return hex::decode_secret_fixed::<8>("--adm", text);
+        return hex::decode_secret_fixed::<8>("--adm", &text);
     }
-    pad_pin(text).ok_or_else(|| Error::arg("--adm", "must be 4-8 digits or 16 hex digits"))
+    pad_pin(&text).ok_or_else(|| Error::arg("--adm", "must be 4-8 digits or 16 hex digits"))
 }
 
 /// The fewest ADM tries that must remain before simlab spends one.

@@ -32,7 +32,7 @@ Example:
         /// Keep PIN counters, SQN and updated files in this file across restarts (created from
         /// the profile if missing; an existing file wins over the profile). It holds the card's
         /// keys: it is written with mode 0600.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", value_parser = crate::cli::file_arg)]
         state: Option<PathBuf>,
         /// Test fault: pull the card once after N APDUs (the next command gets no answer), then
         /// reinsert it.

@@ -62,7 +62,7 @@ pub struct EmulateModemArgs {
     #[arg(long, value_name = "PROFILE.toml")]
     pub sim: Option<PathBuf>,
     /// Keep the SIM's counters and files in this file across restarts.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = crate::cli::file_arg)]
     pub state: Option<PathBuf>,
     /// Which submitted messages come back as SMS-DELIVER.
     #[arg(long, value_enum, default_value = "own")]

@@ -38,6 +38,10 @@ virtual modem stands in for a USB modem (`simlab emulate modem`), so every comma
 same against real and emulated hardware. The network side needs no card: `simlab algo` computes
 vectors as an AuC does, and `auc`, `gateway` and `seller` serve the roles of the seed documents.
 
+Secrets on the command line: every PIN and ADM option (--pin, --new-pin, --sim-pin, --adm) also
+takes `-`, one line read from standard input, or `env:NAME`, the value of the environment
+variable NAME, so the secret stays out of `ps` and the shell history.
+
 Exit codes: 0 success, 1 the card, device or a check said no, 2 bad input or usage.";
 
 const AFTER_HELP: &str = "\
@@ -51,7 +55,12 @@ Examples:
   simlab card provision --csv cards.csv --readers all --report done.json
   simlab sms encode --to +491701234567 --text 'Hello'
   simlab --emulate fixtures/cards/usim-milenage.toml token keygen --pin 0000
-  simlab --emulate fixtures/cards/usim-milenage.toml card auth --rand 23553cbe9637a89d218ae64dae47bf35 --check";
+  simlab --emulate fixtures/cards/usim-milenage.toml card auth --rand 23553cbe9637a89d218ae64dae47bf35 --check
+  read -rs PIN; export PIN; simlab --emulate fixtures/cards/usim-milenage.toml card verify-pin --pin env:PIN
+  simlab completions bash > ~/.local/share/bash-completion/completions/simlab
+  simlab man | man -l -
+
+PINs and ADM keys: `-` reads one line from stdin, `env:NAME` reads the variable NAME.";
 
 #[derive(Parser, Debug)]
 #[command(name = "simlab", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
@@ -98,7 +107,7 @@ pub struct Global {
 
     /// Write a transcript to this file: every APDU (time, direction, command name) and, for
     /// modem commands, every AT exchange. PINs, ADM keys, key material and OTP codes are blanked.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", value_parser = file_arg)]
     pub trace: Option<PathBuf>,
 
     /// Print machine-readable JSON on stdout (logs and progress stay on stderr).
@@ -150,6 +159,13 @@ enum Command {
     Buy(buy::BuyArgs),
     /// Tell the simlab story end to end on emulated hardware.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout: `simlab man | man -l -`.
+    Man,
 }
 
 /// Where results go: plain text for people, or one JSON document for scripts.
@@ -222,6 +238,12 @@ pub fn main() -> i32 {
         Command::Ms(cmd) => ms::run(&out, &cli.global, &cmd),
         Command::Buy(args) => buy::run(&out, &cli.global, &args),
         Command::Demo(args) => demo::run(&out, &args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "simlab", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => man(),
     };
     match result {
         Ok(code) => code,
@@ -230,4 +252,77 @@ pub fn main() -> i32 {
             e.exit_code()
         }
     }
+}
+
+/// The value parser of options naming a file simlab writes (`--trace`, `--state`, `--db`): a
+/// directory or a file in a missing folder is refused while parsing (exit 2), before any card
+/// or modem is touched.
+pub fn file_arg(s: &str) -> std::result::Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    crate::db::check_file_path(&path).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// The manual page, generated from the same definitions as `--help` (clap_mangen) at run time
+/// rather than in a build step, so it cannot drift from the binary that prints it.
+fn man() -> Result<i32> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(cmd)
+        .render(&mut std::io::stdout())
+        .map_err(|source| Error::Io {
+            context: "writing the manual page to stdout".into(),
+            source,
+        })?;
+    Ok(0)
+}
+
+/// Which option took standard input, and the line it read: one line is one secret, so a second
+/// option asking for `-` is refused instead of getting the same line or the next one.
+static STDIN_SECRET: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+
+/// A secret option's value (PIN, ADM key): `-` reads one line from stdin, `env:NAME` the
+/// environment variable NAME, anything else is the value itself. Errors name the option, never
+/// the value.
+pub(crate) fn secret_arg(arg: &str, text: &str) -> Result<String> {
+    if let Some(name) = text.strip_prefix("env:") {
+        return std::env::var(name).map_err(|e| {
+            Error::arg(
+                arg,
+                match e {
+                    std::env::VarError::NotPresent => {
+                        format!("the environment variable {name} is not set")
+                    }
+                    std::env::VarError::NotUnicode(_) => {
+                        format!("the environment variable {name} is not UTF-8")
+                    }
+                },
+            )
+        });
+    }
+    if text != "-" {
+        return Ok(text.to_string());
+    }
+    let mut taken = STDIN_SECRET
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match &*taken {
+        Some((by, value)) if by == arg => return Ok(value.clone()),
+        Some((by, _)) => {
+            return Err(Error::arg(
+                arg,
+                format!("standard input was already read for {by}; use env:NAME for this one"),
+            ));
+        }
+        None => {}
+    }
+    let mut line = String::new();
+    let n = std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Error::arg(arg, format!("reading standard input: {e}")))?;
+    if n == 0 {
+        return Err(Error::arg(arg, "`-` given, but standard input is empty"));
+    }
+    let value = line.trim_end_matches(['\n', '\r']).to_string();
+    *taken = Some((arg.to_string(), value.clone()));
+    Ok(value)
 }

@@ -73,7 +73,7 @@ pub struct EnrollArgs {
     /// Also write the certificate (PEM) to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    #[arg(long, value_name = "FILE", long_help = STATE_HELP)]
+    #[arg(long, value_name = "FILE", long_help = STATE_HELP, value_parser = crate::cli::file_arg)]
     state: Option<PathBuf>,
 }
 

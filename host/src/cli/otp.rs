@@ -40,7 +40,7 @@ Example:
         #[arg(long, value_name = "DOMAIN")]
         origin: Option<String>,
         /// The OTP database (SQLite; created with mode 0600).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", value_parser = crate::cli::file_arg)]
         db: Option<PathBuf>,
         /// ISO 4217 currency of the amount.
         #[arg(long, value_name = "CODE", default_value = "EUR")]
@@ -61,7 +61,7 @@ Example:
     /// Check a code typed back for a transaction: exit 0 accepted, 1 refused.
     Verify {
         /// The OTP database.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", value_parser = crate::cli::file_arg)]
         db: Option<PathBuf>,
         /// The transaction id `otp send` printed.
         #[arg(long, value_name = "ID")]

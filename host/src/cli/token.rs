@@ -95,7 +95,7 @@ command chaining. Check a signature with:
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct StateArg {
     /// With --emulate: keep the emulated card's memory in FILE across runs (created if missing).
-    #[arg(long, value_name = "FILE", long_help = STATE_HELP)]
+    #[arg(long, value_name = "FILE", long_help = STATE_HELP, value_parser = crate::cli::file_arg)]
     pub state: Option<PathBuf>,
 }
 

@@ -89,6 +89,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Target>> {
         column: column.map(String::from),
         reason,
     };
+    // Spreadsheets write a UTF-8 byte order mark first; it is not part of the first column's name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text
         .lines()
         .enumerate()
@@ -133,6 +135,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Target>> {
     }
     let mut targets = Vec::new();
     let mut seen = std::collections::HashMap::new();
+    let mut seen_imsi = std::collections::HashMap::new();
     for (no, line) in lines {
         let line_no = no + 1;
         let values = fields(line).map_err(|e| err(line_no, None, e))?;
@@ -200,6 +203,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Target>> {
                 format!("same ICCID as line {prev}"),
             ));
         }
+        if let Some(prev) = seen_imsi.insert(profile.imsi.clone(), line_no) {
+            return Err(err(
+                line_no,
+                Some("imsi"),
+                format!("same IMSI as line {prev}"),
+            ));
+        }
         targets.push(Target {
             profile,
             write_pins,
@@ -246,6 +256,15 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_not_part_of_the_header() {
+        let text = format!(
+            "\u{feff}{HEADER}card1,898821100000053010,001,01,001010000000101,,000102030405060708090a0b0c0d0e0f,,,88888888\n"
+        );
+        let t = parse(Path::new("b.csv"), &text).unwrap();
+        assert_eq!(t[0].profile.name.as_deref(), Some("card1"));
+    }
+
+    #[test]
     fn a_bad_value_names_line_and_column() {
         let cases = [
             (
@@ -263,6 +282,12 @@ mod tests {
                     "{HEADER}a,898821100000053010,001,01,001010000000101,,000102030405060708090a0b0c0d0e0f,,,88888888\nb,898821100000053010,001,01,001010000000102,,000102030405060708090a0b0c0d0e0f,,,88888888\n"
                 ),
                 "line 3: column `iccid`: same ICCID as line 2",
+            ),
+            (
+                format!(
+                    "{HEADER}a,898821100000053010,001,01,001010000000101,,000102030405060708090a0b0c0d0e0f,,,88888888\nb,898821100000053011,001,01,001010000000101,,000102030405060708090a0b0c0d0e0f,,,88888888\n"
+                ),
+                "line 3: column `imsi`: same IMSI as line 2",
             ),
             (
                 format!("{HEADER}a,898821100000053010,001\n"),
