@@ -1653,6 +1653,9 @@ struct Postgres {
     server: Option<Process>,
     dir: PathBuf,
     url: String,
+    bin: PathBuf,
+    sock: PathBuf,
+    port: &'static str,
 }
 
 fn postgres_bin() -> Option<PathBuf> {
@@ -1678,6 +1681,38 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
 
 impl Postgres {
     fn start(name: &str) -> Option<Postgres> {
+        Postgres::start_on(name, "5433")
+    }
+
+    /// SQL through psql, the independent client; its output, unaligned.
+    fn psql(&self, sql: &str) -> String {
+        let o = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                s(&self.sock),
+                "-p",
+                self.port,
+                "-U",
+                "postgres",
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("LC_ALL", "C")
+            .output()
+            .expect("run psql");
+        assert!(
+            o.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// On its own port, so tests with a server each can run at once.
+    fn start_on(name: &str, port: &'static str) -> Option<Postgres> {
         if !require_file("/usr/lib/postgresql", "postgresql") {
             return None;
         }
@@ -1726,7 +1761,6 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let port = "5433";
         let server = Process::spawn(
             "postgres",
             command("postgres")
@@ -1767,6 +1801,9 @@ impl Postgres {
             server: Some(server),
             dir,
             url,
+            bin,
+            sock,
+            port,
         })
     }
 }
@@ -1779,6 +1816,59 @@ impl Drop for Postgres {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A gateway database as simlab created it in PostgreSQL before schema versions
+/// (fixtures/db/gateway-v0-postgres.sql) is migrated and keeps its rows; one from a newer
+/// simlab is refused with exit 2 and left alone.
+#[test]
+fn a_postgresql_gateway_database_is_migrated_and_a_newer_one_refused() {
+    let Some(pg) = Postgres::start_on("pki-pg-migrate", "5434") else {
+        return;
+    };
+    let v0 = std::fs::read_to_string(
+        simlab_hil::workspace_root().join("fixtures/db/gateway-v0-postgres.sql"),
+    )
+    .unwrap();
+    pg.psql(&v0);
+    let o = simlab(&[
+        "gateway",
+        "add-seller",
+        "--db",
+        &pg.url,
+        "--seller-id",
+        "shop-2",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(pg.psql("SELECT version FROM simlab_gateway_schema"), "1");
+    assert_eq!(
+        pg.psql("SELECT string_agg(seller_id, ',' ORDER BY seller_id) FROM sellers"),
+        "shop-1,shop-2"
+    );
+    // The old row is the gateway's as much as the new one.
+    let o = simlab(&[
+        "gateway",
+        "add-seller",
+        "--db",
+        &pg.url,
+        "--seller-id",
+        "shop-1",
+    ]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("shop-1 is registered already"),
+        "{:?}",
+        text(&o)
+    );
+
+    pg.psql("UPDATE simlab_gateway_schema SET version = 2");
+    let o = simlab(&["gateway", "cdrs", "--db", &pg.url]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("schema version 2 is newer than this simlab knows (1)"),
+        "{err}"
+    );
+    assert_eq!(pg.psql("SELECT version FROM simlab_gateway_schema"), "2");
 }
 
 #[test]
