@@ -203,9 +203,8 @@ pub fn open(path: &Path, schema: &Schema) -> Result<Connection, DbError> {
         let _no_create_in_flight = CREATE.lock().unwrap_or_else(PoisonError::into_inner);
         Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
+            // No SQLITE_OPEN_URI either: `file:…` is a file name here, the one created above.
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sqlite)?
     };

@@ -1591,6 +1591,18 @@ fn another_sqlite_client_reading_the_live_database_loses_nothing() {
             .flat_map(|w| w.join().unwrap())
             .collect()
     });
+    // The pool really grew: the gateway holds more than one connection to the file.
+    let db_path = std::fs::canonicalize(&db).unwrap();
+    let gateway_pid = stack.gateway.as_ref().unwrap().pid();
+    let connections = std::fs::read_dir(format!("/proc/{gateway_pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| *target == db_path)
+        .count();
+    assert!(
+        connections >= 2,
+        "the gateway had {connections} connection(s) to its database, not two busy ones"
+    );
     // A certificate issued while the shell still reads.
     let phone2 = stack.phone("phone2");
     let e2 = phone2.enrolled(&stack.gw_url, &["--limit", "2000"]);

@@ -240,8 +240,9 @@ pub fn opener(db: &str) -> Result<Opener> {
 /// [`POOL_WAIT`]) instead of opening more. SQLite serialises writers anyway; PostgreSQL's
 /// default `max_connections` is 100, shared by every gateway process.
 pub const MAX_CONNECTIONS: u32 = 16;
-/// How long a request waits for a free connection before it fails (503).
-pub const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a request waits for a free connection (or for an unreachable database) before it
+/// fails with 503, instead of holding its thread indefinitely.
+pub const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Connects the pool (r2d2) to an [`Opener`]: one manager for both backends, since the
 /// gateway works through the [`Store`] trait. (r2d2_sqlite 0.35 requires rusqlite 0.40, so
