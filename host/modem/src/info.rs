@@ -1,8 +1,8 @@
 //! What a modem is and whether it is set up for SMS: `simlab modem info` and
 //! `simlab modem doctor`.
 
-use super::syntax::decode_ucs2_hex;
-use super::urc::{self, fields, unquote};
+use super::syntax::{decode_ucs2_hex, fields, unquote};
+use super::urc;
 use super::{Holder, Modem, ModemError, OpenOptions, Timeouts, holders, open_port};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -547,13 +547,5 @@ mod tests {
         assert_eq!(s(31), Some(-51));
         assert_eq!(s(20), Some(-73));
         assert_eq!(s(99), None);
-    }
-
-    #[test]
-    fn ucs2_smsc() {
-        assert_eq!(decode_ucs2_hex("002B0034003900310037"), "+4917");
-        assert_eq!(decode_ucs2_hex("+4917"), "+4917");
-        assert_eq!(decode_ucs2_hex("0041"), "0041");
-        assert_eq!(decode_ucs2_hex("D800"), "D800");
     }
 }

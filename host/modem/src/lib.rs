@@ -303,7 +303,7 @@ impl Modem {
         let r = self.at.command("AT+CPIN?")?;
         let state = r
             .info("+CPIN")
-            .map(|s| urc::unquote(s).to_string())
+            .map(|s| syntax::unquote(s).to_string())
             .ok_or_else(|| ModemError::Malformed {
                 command: "AT+CPIN?".into(),
                 reason: "no +CPIN: line".into(),

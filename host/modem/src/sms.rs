@@ -5,6 +5,7 @@
 //! bookkeeping honest: a part counts as sent only once the modem said `+CMGS: <mr>` and `OK`,
 //! and a multipart message that fails part-way says exactly which parts went out.
 
+use super::syntax;
 use super::urc::{self, Urc};
 use super::{Modem, ModemError};
 use simlab_sms::{Decoded, Deliver, EncodedPdu, Pdu, Push, Reassembler, StatusReport};
@@ -126,7 +127,7 @@ impl Modem {
                     command: cmd.clone(),
                     reason: "OK without +CMGS: <mr>".into(),
                 })?;
-                let mr = urc::fields(info)
+                let mr = syntax::fields(info)
                     .first()
                     .and_then(|f| f.parse::<u8>().ok())
                     .ok_or_else(|| ModemError::Malformed {
@@ -215,7 +216,7 @@ impl Modem {
             else {
                 continue;
             };
-            let f = urc::fields(args.trim());
+            let f = syntax::fields(args.trim());
             let (Some(index), Some(status)) = (
                 f.first().and_then(|s| s.parse::<u32>().ok()),
                 f.get(1).and_then(|s| s.parse::<u8>().ok()),
@@ -244,7 +245,7 @@ impl Modem {
             command: cmd.clone(),
             reason: "no +CMGR: line (empty slot?)".into(),
         })?;
-        let status = urc::fields(header)
+        let status = syntax::fields(header)
             .first()
             .and_then(|s| s.parse::<u8>().ok())
             .unwrap_or(u8::MAX);

@@ -48,3 +48,25 @@ pub fn decode_ucs2_hex(s: &str) -> String {
     }
     s.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_respect_quotes() {
+        assert_eq!(fields("1,\"a,b\", 3"), ["1", "\"a,b\"", "3"]);
+        assert_eq!(fields(""), Vec::<&str>::new());
+        assert_eq!(fields(",24"), ["", "24"]);
+        assert_eq!(unquote(" \"SM\" "), "SM");
+        assert_eq!(unquote("\""), "\"");
+    }
+
+    #[test]
+    fn ucs2_smsc() {
+        assert_eq!(decode_ucs2_hex("002B0034003900310037"), "+4917");
+        assert_eq!(decode_ucs2_hex("+4917"), "+4917");
+        assert_eq!(decode_ucs2_hex("0041"), "0041");
+        assert_eq!(decode_ucs2_hex("D800"), "D800");
+    }
+}

@@ -12,6 +12,8 @@
 //! * a few bare words (`RING`, `RDY`, `SMS Ready`, …) are always URCs;
 //! * `+CMT:` and `+CDS:` carry their PDU on the next line, which is part of the URC.
 
+use crate::syntax::{fields, unquote};
+
 /// An unsolicited result code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Urc {
@@ -225,9 +227,6 @@ pub fn args(line: &str) -> &str {
     line.split_once(':').map_or("", |(_, rest)| rest.trim())
 }
 
-/// The AT field syntax lives in [`crate::syntax`], shared with the virtual modem.
-pub use crate::syntax::{fields, unquote};
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,12 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn fields_respect_quotes() {
-        assert_eq!(fields("1,\"a,b\", 3"), ["1", "\"a,b\"", "3"]);
-        assert_eq!(fields(""), Vec::<&str>::new());
-        assert_eq!(fields(",24"), ["", "24"]);
-        assert_eq!(unquote(" \"SM\" "), "SM");
-        assert_eq!(unquote("\""), "\"");
+    fn prefixes() {
         assert_eq!(prefix("+CSQ: 1"), Some("+CSQ"));
         assert_eq!(prefix("+CSQ 1"), None);
         assert_eq!(prefix("+: 1"), None);
