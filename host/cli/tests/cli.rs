@@ -363,3 +363,45 @@ fn help_teaches() {
     let o = simlab(&["card", "auth", "--help"]);
     assert!(text(&o).0.contains("--check"));
 }
+
+/// Test faults and benchmark subcommands exist only in builds with the `test-faults` and
+/// `bench` features (the HIL tests and scripts/bench-* turn them on): a plain build refuses
+/// them as unknown, a featured one knows them.
+#[test]
+fn test_faults_and_benchmarks_only_with_their_features() {
+    let cases: [(&[&str], &str, bool); 3] = [
+        (
+            &["gateway", "serve", "--exit-after-records", "3"],
+            "--exit-after-records",
+            cfg!(feature = "test-faults"),
+        ),
+        (
+            &["emulate", "card", "--pull-after", "3"],
+            "--pull-after",
+            cfg!(feature = "test-faults"),
+        ),
+        (
+            &["sms", "rate", "--n", "1"],
+            "'rate'",
+            cfg!(feature = "bench"),
+        ),
+    ];
+    for (args, name, enabled) in cases {
+        let o = simlab(args);
+        let (_, err) = text(&o);
+        let unknown =
+            err.contains("unexpected argument") || err.contains("unrecognized subcommand");
+        assert_eq!(
+            unknown && err.contains(name),
+            !enabled,
+            "{args:?} (feature on: {enabled}): {err}"
+        );
+    }
+    let o = simlab(&["gateway", "bench", "--help"]);
+    assert_eq!(
+        o.status.success(),
+        cfg!(feature = "bench"),
+        "{:?}",
+        text(&o)
+    );
+}
