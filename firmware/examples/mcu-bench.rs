@@ -9,9 +9,9 @@
 //! Prints one tab-separated line per operation: label, operation, unit, median, min, max, runs;
 //! then `stack_peak\t<bytes>` if the board measures it. `scripts/bench-firmware` makes the table.
 
-use simlab::transport::Transport;
-use simlab::transport::serial::SerialTransport;
 use simlab_applet::token;
+use simlab_card::transport::Transport;
+use simlab_card::transport::serial::SerialTransport;
 use std::process::ExitCode;
 
 const USAGE: &str =

@@ -12,9 +12,9 @@
 //!
 //! Exit codes as simlab's: 0 done, 1 the token refused (e.g. already personalised), 2 bad usage.
 
-use simlab::profile::Profile;
-use simlab::transport::serial::SerialTransport;
 use simlab_applet::state::STATE_LEN;
+use simlab_card::profile::Profile;
+use simlab_card::transport::serial::SerialTransport;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -2,10 +2,10 @@
 //! and the host's own card profiles for personalisation.
 
 use proptest::prelude::*;
-use simlab::profile::Profile;
 use simlab_applet::state::STATE_LEN;
 use simlab_applet::token;
 use simlab_applet::{Card, card::RESPONSE_MAX};
+use simlab_card::profile::Profile;
 use simlab_firmware::link::{self, Deframer, ErrorCode, Event, Kind, MAX_FRAME};
 use simlab_firmware::presence::NO_PRESENCE_SW;
 use simlab_firmware::testkit::{

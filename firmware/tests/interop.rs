@@ -2,11 +2,11 @@
 //! against the firmware core, over a socket pair: personalisation, T=0 through the host's
 //! `Link`, and a link that corrupts a reply.
 
-use simlab::profile::Profile;
-use simlab::transport::serial::SerialTransport;
-use simlab::transport::{Link, Transport, inproc::InProcess};
 use simlab_applet::Command;
 use simlab_applet::state::STATE_LEN;
+use simlab_card::profile::Profile;
+use simlab_card::transport::serial::SerialTransport;
+use simlab_card::transport::{Link, Transport, inproc::InProcess};
 use simlab_firmware::link;
 use simlab_firmware::testkit::{CountingDelay, RecordingLed, ScriptedButton, SimFlash, TestRng};
 use simlab_firmware::{BoardConfig, Firmware, NoCounter, Parts};
@@ -111,7 +111,7 @@ fn personalised_flash() -> Flash {
     let mut t = SerialTransport::over(Box::new(host), "test token".into()).unwrap();
     assert!(!t.info().personalised());
     assert_ne!(
-        t.info().flags & simlab::transport::serial::flags::TEST_RNG,
+        t.info().flags & simlab_card::transport::serial::flags::TEST_RNG,
         0
     );
     let card = profile().build_card_seeded([0; 32]);

@@ -100,7 +100,10 @@ pub fn simlab_bin() -> &'static Path {
         let mut build = Command::new(cargo);
         build
             .current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "simlab", "--bin", "simlab"]);
+            .args(["build", "--quiet", "-p", "simlab", "--bin", "simlab"])
+            // The faults the tests inject (`--exit-after-records`, `--pull-after`); `bench` as
+            // in tests/Cargo.toml, so this build is the one `cargo test --workspace` made.
+            .args(["--features", "test-faults,bench"]);
         if release {
             build.arg("--release");
         }

@@ -2,7 +2,7 @@
 //! CLI (which opens the pty with the serialport crate) and gammu as clients.
 //!
 //! Every test starts its own virtual modem ([`VirtualModem`]); each fault the emulator can
-//! inject is driven through the CLI here, and through the library in host/src/modem/tests.rs.
+//! inject is driven through the CLI here, and through the library in host/emulate/tests/modem.rs.
 
 use serde_json::{Value, json};
 use simlab_hil::{VirtualModem, json, require, simlab_timeout, text, workspace_root};

@@ -1,0 +1,168 @@
+//! The gateway of seed 000: it bootstraps certificates from GSM/UMTS authentication (messages
+//! 210–260, [`bootstrap`]), answers sellers' online validity checks, and bills accounting
+//! records exactly once (910/920, [`billing`]). Its CA is [`ca`]; its records are [`store`].
+//!
+//! | endpoint | message | answer |
+//! |---|---|---|
+//! | `POST /v1/bootstrap/begin` | 210 | 240 |
+//! | `POST /v1/bootstrap/resync` | (USIM sync failure) | 240 |
+//! | `POST /v1/bootstrap/finish` | 250 | 260 |
+//! | `GET /v1/ca` | | the CA certificate |
+//! | `GET /v1/certificates/<serial>` | (operation 830) | validity now |
+//! | `POST /v1/billing/batches` | 910 | 920 |
+
+pub mod billing;
+pub mod bootstrap;
+pub mod ca;
+pub mod store;
+
+use super::messages::{CaResponse, CertificateStatus};
+use super::restrictions::Restrictions;
+use crate::http::client::Url;
+use crate::http::{ApiError, Request, Response};
+use ca::Ca;
+use std::sync::atomic::AtomicU64;
+use store::{Pool, StoreError};
+
+/// The Ua security protocol identifier that ends NAF_Id (TS 33.220 Annex H, the value the
+/// token's bootstrap tests use): 01 00 00 00 00.
+pub const UA_PROTOCOL_ID: [u8; 5] = [0x01, 0x00, 0x00, 0x00, 0x00];
+/// Default GSM triplets per session: three Kc give at least 3 × 54 bits even from COMP128-1.
+pub const DEFAULT_TRIPLETS: usize = 3;
+/// How long a bootstrap session stays open between 240 and 250.
+pub const DEFAULT_SESSION_TTL: u64 = 300;
+/// The longest certificate lifetime the gateway grants unless configured otherwise.
+pub const DEFAULT_MAX_VALIDITY: u64 = 30 * 86_400;
+/// How far in the future an invoice's time may be (clocks differ).
+pub const MAX_CLOCK_SKEW: u64 = 300;
+
+/// How the gateway runs.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The AuC's base URL (messages 220/230).
+    pub auc: Url,
+    /// Triplets per GSM-path session, 2–4.
+    pub triplets: usize,
+    /// The FQDN in NAF_Id on the USIM path.
+    pub naf_fqdn: String,
+    pub session_ttl: u64,
+    /// The longest `validity_seconds` the gateway certifies (longer requests are refused,
+    /// never silently shortened: the subscriber MACed what it asked for).
+    pub max_validity: u64,
+    /// Threads that verify a batch's signatures in parallel.
+    pub verify_threads: usize,
+    /// Test fault: exit the process right after committing this many billed records.
+    pub exit_after_records: Option<u64>,
+}
+
+impl GatewayConfig {
+    pub fn new(auc: Url) -> Self {
+        GatewayConfig {
+            auc,
+            triplets: DEFAULT_TRIPLETS,
+            naf_fqdn: "gateway.simlab.invalid".into(),
+            session_ttl: DEFAULT_SESSION_TTL,
+            max_validity: DEFAULT_MAX_VALIDITY,
+            verify_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            exit_after_records: None,
+        }
+    }
+
+    /// NAF_Id = FQDN ‖ Ua security protocol identifier.
+    pub fn naf_id(&self) -> Vec<u8> {
+        [self.naf_fqdn.as_bytes(), &UA_PROTOCOL_ID].concat()
+    }
+}
+
+/// The gateway service.
+pub struct Gateway {
+    pub config: GatewayConfig,
+    pub ca: Ca,
+    pub pool: Pool,
+    /// Records billed by this process (for the test fault).
+    billed: AtomicU64,
+}
+
+/// The HTTP form of a store failure.
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(what) => ApiError::conflict("conflict", what),
+        StoreError::Backend(why) => ApiError::unavailable("database_unavailable", why),
+        StoreError::Corrupt(why) | StoreError::Unusable(why) => ApiError::internal(why),
+    }
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig, ca: Ca, pool: Pool) -> Gateway {
+        Gateway {
+            config,
+            ca,
+            pool,
+            billed: AtomicU64::new(0),
+        }
+    }
+
+    /// Routes one request.
+    pub fn handle(&self, req: &Request) -> Response {
+        let segments = req.segments();
+        let result = match (req.method.as_str(), segments.as_slice()) {
+            ("POST", ["v1", "bootstrap", "begin"]) => bootstrap::begin(self, req),
+            ("POST", ["v1", "bootstrap", "resync"]) => bootstrap::resync(self, req),
+            ("POST", ["v1", "bootstrap", "finish"]) => bootstrap::finish(self, req),
+            ("GET", ["v1", "ca"]) => Ok(Response::ok(&CaResponse {
+                certificate_pem: self.ca.certificate().to_pem(),
+            })),
+            ("GET", ["v1", "certificates", serial]) => self.status(serial),
+            ("POST", ["v1", "billing", "batches"]) => billing::handle(self, req),
+            ("GET", ["v1", "health"]) => {
+                Ok(Response::ok(&serde_json::json!({ "role": "gateway" })))
+            }
+            (_, ["v1", "bootstrap", _] | ["v1", "billing", "batches"]) => {
+                Err(ApiError::new(405, "method_not_allowed", "use POST"))
+            }
+            (_, ["v1", "ca"] | ["v1", "certificates", _]) => {
+                Err(ApiError::new(405, "method_not_allowed", "use GET"))
+            }
+            _ => Err(ApiError::not_found(
+                "no_such_endpoint",
+                format!("no {}", req.path),
+            )),
+        };
+        result.unwrap_or_else(Response::from)
+    }
+
+    /// The online validity check of operation 830.
+    fn status(&self, serial_hex: &str) -> Result<Response, ApiError> {
+        let serial = super::messages::hex_range("serial", serial_hex, 1..=20)?;
+        let record = self
+            .pool
+            .get()
+            .and_then(|mut s| s.certificate(&serial))
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "unknown_certificate",
+                    format!("no certificate {serial_hex} was issued here"),
+                )
+            })?;
+        let now = super::now();
+        let status = match record.revoked_at {
+            Some(_) => "revoked",
+            None if now < record.not_before => "not_yet_valid",
+            None if now > record.not_after => "expired",
+            None => "valid",
+        };
+        let restrictions = Restrictions::from_der(&record.restrictions)
+            .map_err(|e| ApiError::internal(format!("stored restrictions: {e}")))?;
+        Ok(Response::ok(&CertificateStatus {
+            serial: simlab_card::hex::encode(&record.serial),
+            status: status.into(),
+            not_before: record.not_before,
+            not_after: record.not_after,
+            revoked_at: record.revoked_at,
+            revocation_reason: record.revocation_reason,
+            restrictions,
+            checked_at: now,
+        }))
+    }
+}
