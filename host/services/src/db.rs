@@ -300,6 +300,55 @@ fn check_kind(
     Ok(())
 }
 
+/// Makes every connection of a [`Pool`] through [`open`].
+pub struct Manager {
+    path: PathBuf,
+    schema: &'static Schema,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = DbError;
+
+    fn connect(&self) -> Result<Connection, DbError> {
+        open(&self.path, self.schema)
+    }
+
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), DbError> {
+        conn.execute_batch("").map_err(|e| classify(&self.path, e))
+    }
+
+    fn has_broken(&self, _: &mut Connection) -> bool {
+        false
+    }
+}
+
+/// A bounded pool of connections to one store's file (r2d2; r2d2_sqlite 0.35 requires
+/// rusqlite 0.40, so [`Manager`] stands in for its manager).
+pub type Pool = r2d2::Pool<Manager>;
+/// A connection borrowed from a [`Pool`].
+pub type Pooled = r2d2::PooledConnection<Manager>;
+
+/// How long a caller waits for a free connection before it gets an error.
+pub const POOL_WAIT: Duration = Duration::from_secs(10);
+
+/// A pool of at most `max` connections to `path`. The file is opened (created, checked,
+/// migrated) once here, so a bad one is refused now with its reason; closing that connection
+/// again is SQLite's own close, which keeps the process's locks (its VFS defers the `close(2)`
+/// while another connection holds a lock).
+pub fn pool(path: &Path, schema: &'static Schema, max: u32) -> Result<Pool, DbError> {
+    drop(open(path, schema)?);
+    Ok(r2d2::Pool::builder()
+        .max_size(max)
+        .min_idle(Some(0))
+        .connection_timeout(POOL_WAIT)
+        .error_handler(Box::new(r2d2::NopErrorHandler))
+        .build_unchecked(Manager {
+            path: path.to_path_buf(),
+            schema,
+        }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

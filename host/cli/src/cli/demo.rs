@@ -264,8 +264,7 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
     let tmp = TempDir::new()?;
 
     step(out, 1, "The operator's side comes up: AuC, gateway, seller");
-    let mut subscribers =
-        SubscriberDb::open(&tmp.path("auc.sqlite")).map_err(|e| failed("AuC", e))?;
+    let subscribers = SubscriberDb::open(&tmp.path("auc.sqlite")).map_err(|e| failed("AuC", e))?;
     subscribers
         .import(&[Subscriber::from_profile(&profile)])
         .map_err(|e| failed("AuC", e))?;

@@ -8,18 +8,17 @@ pub mod subscribers;
 
 use super::messages::{AuthInfoRequest, AuthInfoResponse, AuthPath, check_imsi, hex_fixed};
 use crate::http::{ApiError, Request, Response};
-use std::sync::Mutex;
 use subscribers::{AucError, MAX_TRIPLETS, SubscriberDb};
 
-/// The AuC service: the database behind one lock (vectors are cheap; SQN updates must not
-/// interleave).
+/// The AuC service. Its database is a pool: requests run concurrently, and SQN updates do not
+/// interleave because each is one `IMMEDIATE` transaction.
 pub struct Auc {
-    db: Mutex<SubscriberDb>,
+    db: SubscriberDb,
 }
 
 impl Auc {
     pub fn new(db: SubscriberDb) -> Auc {
-        Auc { db: Mutex::new(db) }
+        Auc { db }
     }
 
     /// Routes one request.
@@ -35,13 +34,7 @@ impl Auc {
     fn auth_info(&self, req: &Request) -> Result<Response, ApiError> {
         let body: AuthInfoRequest = req.json()?;
         check_imsi(&body.imsi)?;
-        // A request that panicked while holding the connection left no transaction open (a
-        // rusqlite `Transaction` rolls back on drop, also while unwinding), so the connection
-        // is still good: recover it instead of answering 500 forever after.
-        let mut db = self
-            .db
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let db = &self.db;
         let response = match body.path {
             AuthPath::Gsm => {
                 if body.resync.is_some() {

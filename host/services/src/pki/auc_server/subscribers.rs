@@ -143,22 +143,33 @@ pub struct Quintet {
 
 /// The subscriber database.
 pub struct SubscriberDb {
-    conn: Connection,
+    pool: db::Pool,
 }
 
+/// The most connections one AuC process holds.
+const MAX_CONNECTIONS: u32 = 8;
+
 impl SubscriberDb {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed, migrating if older) the database at `path`.
     pub fn open(path: &Path) -> Result<SubscriberDb, AucError> {
-        let conn = db::open(path, &SCHEMA).map_err(AucError::Open)?;
-        Ok(SubscriberDb { conn })
+        let pool = db::pool(path, &SCHEMA, MAX_CONNECTIONS).map_err(AucError::Open)?;
+        Ok(SubscriberDb { pool })
+    }
+
+    /// A connection of the pool; every method is one statement or one transaction on it, so
+    /// concurrent requests need no lock of their own (SQN updates serialise on SQLite's
+    /// write lock, `IMMEDIATE`).
+    fn conn(&self) -> Result<db::Pooled, AucError> {
+        self.pool
+            .get()
+            .map_err(|e| AucError::Database(format!("no connection free: {e}")))
     }
 
     /// Adds or replaces subscribers. A replaced subscriber keeps the higher of its stored and
     /// imported SQN, so a re-import never makes the AuC reuse sequence numbers.
-    pub fn import(&mut self, subscribers: &[Subscriber]) -> Result<usize, AucError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    pub fn import(&self, subscribers: &[Subscriber]) -> Result<usize, AucError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for s in subscribers {
             if s.algorithm == Algorithm::Milenage && s.opc.is_none() {
                 return Err(AucError::BadInput(format!(
@@ -188,9 +199,9 @@ impl SubscriberDb {
 
     /// IMSI, algorithm and SQN of every subscriber (never keys).
     pub fn list(&self) -> Result<Vec<(String, String, u64)>, AucError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT imsi, algorithm, sqn FROM subscribers ORDER BY imsi")?;
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT imsi, algorithm, sqn FROM subscribers ORDER BY imsi")?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
         })?;
@@ -231,13 +242,13 @@ impl SubscriberDb {
     }
 
     /// `count` fresh triplets (RANDs from the OS's CSPRNG, all different).
-    pub fn triplets(&mut self, imsi: &str, count: usize) -> Result<Vec<Triplet>, AucError> {
+    pub fn triplets(&self, imsi: &str, count: usize) -> Result<Vec<Triplet>, AucError> {
         if !(1..=MAX_TRIPLETS).contains(&count) {
             return Err(AucError::BadInput(format!(
                 "count must be 1 to {MAX_TRIPLETS}"
             )));
         }
-        let s = Self::load(&self.conn, imsi)?;
+        let s = Self::load(&*self.conn()?, imsi)?;
         let mut out: Vec<Triplet> = Vec::with_capacity(count);
         while out.len() < count {
             let rand = simlab_card::random::bytes::<16>()
@@ -260,13 +271,12 @@ impl SubscriberDb {
     /// One fresh quintet with the next SQN, and the IMPI. With `resync` (RAND, AUTS) the
     /// AuC first checks MAC-S and takes the card's SQN as its own (TS 33.102 6.3.5).
     pub fn quintet(
-        &mut self,
+        &self,
         imsi: &str,
         resync: Option<(&[u8; 16], &[u8; 14])>,
     ) -> Result<(Quintet, String), AucError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let s = Self::load(&tx, imsi)?;
         if !s.algorithm.is_3g() {
             return Err(AucError::NotSupported(format!(
@@ -364,9 +374,32 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_quintets_through_the_pool_never_share_an_sqn() {
+        let path = temp("concurrent.db");
+        let db = SubscriberDb::open(&path).unwrap();
+        db.import(&[milenage()]).unwrap();
+        const THREADS: u64 = 4;
+        const EACH: u64 = 10;
+        std::thread::scope(|scope| {
+            for _ in 0..THREADS {
+                scope.spawn(|| {
+                    for _ in 0..EACH {
+                        db.quintet("001010000000042", None).unwrap();
+                    }
+                });
+            }
+        });
+        // Every quintet advanced SEQ by one: no two read the same SQN (a lost update would
+        // leave the counter behind).
+        let start = milenage().sqn >> IND_BITS;
+        let sqn = db.list().unwrap()[0].2;
+        assert_eq!(sqn, (start + THREADS * EACH) << IND_BITS);
+    }
+
+    #[test]
     fn vectors_sqn_and_privacy() {
         let path = temp("subs.db");
-        let mut db = SubscriberDb::open(&path).unwrap();
+        let db = SubscriberDb::open(&path).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -399,7 +432,7 @@ mod tests {
     #[test]
     fn resync_takes_the_cards_sqn_only_with_a_valid_mac() {
         let path = temp("resync.db");
-        let mut db = SubscriberDb::open(&path).unwrap();
+        let db = SubscriberDb::open(&path).unwrap();
         db.import(&[milenage()]).unwrap();
         let s = milenage();
         let rand = [7u8; 16];

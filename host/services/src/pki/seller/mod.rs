@@ -72,6 +72,9 @@ pub struct Seller {
     pub config: SellerConfig,
     /// The gateway's CA certificate: subscriber certificates must chain to it.
     pub ca: Certificate,
+    /// One connection behind a lock, not a pool: an offer (620) and a payment (640) check the
+    /// purchases counted in the period and then write, and the lock is what keeps two
+    /// concurrent buyers from both passing the same check. A seller is one process.
     pub db: Mutex<SalesDb>,
 }
 
