@@ -1883,6 +1883,64 @@ fn a_postgresql_gateway_database_is_migrated_and_a_newer_one_refused() {
     assert_eq!(pg.psql("SELECT version FROM simlab_gateway_schema"), "2");
 }
 
+/// On PostgreSQL as on SQLite, billing runs in a `Transaction` that rolls back on drop: an
+/// error or a panic after a CDR was inserted leaves nothing, and the connection bills again.
+#[test]
+fn a_failed_billing_transaction_on_postgresql_leaves_nothing() {
+    use simlab_services::pki::gateway::store::{Cdr, Store, StoreError, postgres::PgStore};
+    let Some(pg) = Postgres::start_on("pki-pg-rollback", "5435") else {
+        return;
+    };
+    let mut store = PgStore::connect(&pg.url).unwrap();
+    let cdr = |txn: &str| Cdr {
+        seller_id: SELLER.into(),
+        transaction_id: txn.into(),
+        serial: vec![1, 2, 3, 4],
+        imsi: "001010123456789".into(),
+        amount: 350,
+        currency: "EUR".into(),
+        issued_at: 1_700_000_000,
+        period: 0,
+        invoice: vec![0xAA; 40],
+        invoice_sha256: [0xBB; 32],
+        signature: vec![0xCC; 64],
+        batch_id: "b-1".into(),
+        billed_at: 1_700_000_100,
+    };
+    let e = store
+        .billing(&mut |tx| {
+            assert!(tx.insert_cdr(&cdr("t-1"))?);
+            Err(StoreError::Corrupt(
+                "a check failed after the insert".into(),
+            ))
+        })
+        .unwrap_err();
+    assert_eq!(
+        e,
+        StoreError::Corrupt("a check failed after the insert".into())
+    );
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = store.billing(&mut |tx| {
+            tx.insert_cdr(&cdr("t-2"))?;
+            panic!("a billing bug");
+        });
+    }));
+    assert!(caught.is_err());
+    assert_eq!(pg.psql("SELECT count(*) FROM cdrs"), "0");
+    assert_eq!(pg.psql("SELECT count(*) FROM purchase_counts"), "0");
+    store
+        .billing(&mut |tx| {
+            assert!(tx.insert_cdr(&cdr("t-3"))?);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        pg.psql("SELECT string_agg(transaction_id, ',') FROM cdrs"),
+        "t-3"
+    );
+    assert_eq!(pg.psql("SELECT purchases FROM purchase_counts"), "1");
+}
+
 #[test]
 fn the_gateway_on_postgresql_bills_once_even_with_two_gateway_processes() {
     let Some(pg) = Postgres::start("pki-pg") else {
