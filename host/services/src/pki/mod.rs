@@ -23,6 +23,7 @@ pub mod messages;
 pub mod ms;
 pub mod restrictions;
 pub mod seller;
+pub mod verify;
 pub mod x509;
 
 /// Seconds since 1970, from the system clock.
