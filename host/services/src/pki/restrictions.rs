@@ -17,13 +17,15 @@
 //! }
 //! ```
 
-use super::der::{self, Reader, tag};
+use const_oid::ObjectIdentifier;
+use der::asn1::PrintableStringRef;
+use der::{Decode, Encode, Sequence};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The extension's OID, 1.3.6.1.4.1.55555.1.1, in a private-enterprise arc. 55555 is a
 /// placeholder enterprise number, not one registered to simlab: a deployment must put its own.
-pub const EXTENSION_OID: [u8; 10] = [0x2B, 6, 1, 4, 1, 0x83, 0xB2, 0x03, 1, 1];
+pub const EXTENSION_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap(EXTENSION_OID_TEXT);
 /// The same OID in dotted form, as `openssl x509 -text` prints it.
 pub const EXTENSION_OID_TEXT: &str = "1.3.6.1.4.1.55555.1.1";
 
@@ -83,6 +85,17 @@ fn bad<T>(reason: impl Into<String>) -> Result<T, RestrictionError> {
     Err(RestrictionError(reason.into()))
 }
 
+/// The ASN.1 SEQUENCE itself; `der` derives its strict DER reader and writer. INTEGERs are
+/// read as u64 (so a negative or non-minimal one is refused by `der`), ranges by `validate`.
+#[derive(Sequence)]
+struct SimlabRestrictions<'a> {
+    per_purchase_limit: u64,
+    currency: PrintableStringRef<'a>,
+    max_purchases: u64,
+    period_seconds: u64,
+    validity_seconds: u64,
+}
+
 impl Restrictions {
     /// Checks every field against the ranges of the ASN.1 definition.
     pub fn validate(&self) -> Result<(), RestrictionError> {
@@ -108,38 +121,40 @@ impl Restrictions {
         Ok(())
     }
 
-    /// The DER encoding (the bytes M2 and the certificate carry).
+    /// The DER encoding (the bytes M2 and the certificate carry), or why these restrictions
+    /// have none (a currency that is not a PrintableString).
+    pub fn try_to_der(&self) -> Result<Vec<u8>, RestrictionError> {
+        let currency = PrintableStringRef::new(&self.currency)
+            .map_err(|e| RestrictionError(format!("currency: not a PrintableString: {e}")))?;
+        SimlabRestrictions {
+            per_purchase_limit: self.per_purchase_limit,
+            currency,
+            max_purchases: u64::from(self.max_purchases),
+            period_seconds: self.period_seconds,
+            validity_seconds: self.validity_seconds,
+        }
+        .to_der()
+        .map_err(|e| RestrictionError(format!("SimlabRestrictions: {e}")))
+    }
+
+    /// The DER encoding (the bytes M2 and the certificate carry). Restrictions whose currency
+    /// is not a PrintableString have no encoding and give empty bytes, which every reader
+    /// refuses; [`validate`](Self::validate) refuses them first wherever they come in.
     pub fn to_der(&self) -> Vec<u8> {
-        der::seq(&[
-            &der::u64_int(self.per_purchase_limit),
-            &der::printable(&self.currency),
-            &der::u64_int(self.max_purchases as u64),
-            &der::u64_int(self.period_seconds),
-            &der::u64_int(self.validity_seconds),
-        ])
+        self.try_to_der().unwrap_or_default()
     }
 
     /// Parses and validates the DER encoding; re-encoding gives the same bytes.
     pub fn from_der(bytes: &[u8]) -> Result<Self, RestrictionError> {
-        let inner = der::single(bytes, tag::SEQUENCE).map_err(|e| RestrictionError(e.0))?;
-        let mut r = Reader::new(inner);
-        let per_purchase_limit = read_int(&mut r, "perPurchaseLimit")?;
-        let currency = r
-            .expect(tag::PRINTABLE_STRING)
-            .map_err(|e| RestrictionError(format!("currency: {}", e.0)))?;
-        let currency = String::from_utf8(currency.to_vec())
-            .map_err(|_| RestrictionError("currency is not text".into()))?;
-        let max_purchases = read_int(&mut r, "maxPurchases")?;
-        let period_seconds = read_int(&mut r, "periodSeconds")?;
-        let validity_seconds = read_int(&mut r, "validitySeconds")?;
-        r.finish().map_err(|e| RestrictionError(e.0))?;
+        let r = SimlabRestrictions::from_der(bytes)
+            .map_err(|e| RestrictionError(format!("SimlabRestrictions: {e}")))?;
         let parsed = Restrictions {
-            per_purchase_limit,
-            currency,
-            max_purchases: u32::try_from(max_purchases)
+            per_purchase_limit: r.per_purchase_limit,
+            currency: r.currency.as_str().to_string(),
+            max_purchases: u32::try_from(r.max_purchases)
                 .map_err(|_| RestrictionError("maxPurchases out of range".into()))?,
-            period_seconds,
-            validity_seconds,
+            period_seconds: r.period_seconds,
+            validity_seconds: r.validity_seconds,
         };
         parsed.validate()?;
         Ok(parsed)
@@ -163,12 +178,6 @@ impl Restrictions {
             duration(self.validity_seconds)
         )
     }
-}
-
-fn read_int(r: &mut Reader, what: &str) -> Result<u64, RestrictionError> {
-    r.expect(tag::INTEGER)
-        .and_then(der::read_u64)
-        .map_err(|e| RestrictionError(format!("{what}: {}", e.0)))
 }
 
 /// Minor units as `12.34 EUR` (two decimals, as for most ISO 4217 currencies).
@@ -203,8 +212,8 @@ mod tests {
         );
         assert_eq!(Restrictions::from_der(&der).unwrap(), r);
         assert_eq!(
-            der::oid_content(&[1, 3, 6, 1, 4, 1, 55555, 1, 1]),
-            EXTENSION_OID
+            EXTENSION_OID.as_bytes(),
+            [0x2B, 6, 1, 4, 1, 0x83, 0xB2, 0x03, 1, 1]
         );
         assert!(der.len() <= simlab_applet::token::bootstrap::RESTRICTIONS_MAX);
     }

@@ -1,6 +1,7 @@
-//! X.509 v3 certificates (RFC 5280) for the temporary PKI: the gateway's self-signed CA and
-//! the subscriber certificates it issues in message 260, both ECDSA P-256 with SHA-256, plus a
-//! strict parser that sellers, the mobile station and the gateway use to check them.
+//! X.509 v3 certificates (RFC 5280) for the temporary PKI: the gateway's self-signed CA, the
+//! subscriber certificates it issues in message 260 and the TLS certificates it issues by
+//! role, all ECDSA P-256 with SHA-256, plus a strict parser that sellers, the mobile station
+//! and the gateway use to check them.
 //!
 //! A subscriber certificate is, in DER (docs/pki-messages.md has the annotated bytes):
 //!
@@ -22,40 +23,39 @@
 //!
 //! The restrictions extension is non-critical so that generic tools (`openssl verify`) accept
 //! the certificate; simlab's seller and gateway refuse a subscriber certificate without it.
+//!
+//! The DER is written and read by RustCrypto's `der`/`x509-cert`, never by hand: a parser
+//! written for a handful of fixed structures is exactly where a malformed certificate from a
+//! buyer turns into a panic. The fixtures in `fixtures/pki/` pin the bytes.
 
-use super::der::{self, Reader, Tlv, tag};
 use super::restrictions::{EXTENSION_OID, Restrictions};
-use p256::ecdsa::signature::{Signer, Verifier};
-use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use const_oid::ObjectIdentifier;
+use const_oid::db::{rfc4519, rfc5280, rfc5912};
+use der::asn1::{Any, BitString, Ia5String, OctetString, Utf8StringRef};
+use der::{Decode, DecodePem, Encode, Tag, Tagged};
+use p256::ecdsa::signature::{Keypair, Signer};
+use p256::ecdsa::{DerSignature, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
+use spki::{AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, EncodePublicKey};
 use std::fmt;
-
-/// OBJECT IDENTIFIER contents.
-pub mod oid {
-    /// id-ecPublicKey, 1.2.840.10045.2.1 (RFC 5480).
-    pub const EC_PUBLIC_KEY: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
-    /// prime256v1 / secp256r1, 1.2.840.10045.3.1.7.
-    pub const PRIME256V1: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
-    /// ecdsa-with-SHA256, 1.2.840.10045.4.3.2 (RFC 5758).
-    pub const ECDSA_SHA256: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02];
-    /// id-at-commonName, 2.5.4.3.
-    pub const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
-    /// id-at-organizationName, 2.5.4.10.
-    pub const ORGANIZATION: &[u8] = &[0x55, 0x04, 0x0A];
-    /// id-ce-basicConstraints, 2.5.29.19.
-    pub const BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1D, 0x13];
-    /// id-ce-keyUsage, 2.5.29.15.
-    pub const KEY_USAGE: &[u8] = &[0x55, 0x1D, 0x0F];
-    /// id-ce-subjectKeyIdentifier, 2.5.29.14.
-    pub const SUBJECT_KEY_ID: &[u8] = &[0x55, 0x1D, 0x0E];
-    /// id-ce-authorityKeyIdentifier, 2.5.29.35.
-    pub const AUTHORITY_KEY_ID: &[u8] = &[0x55, 0x1D, 0x23];
-}
+use std::net::IpAddr;
+use std::time::Duration;
+use x509_cert::builder::profile::BuilderProfile;
+use x509_cert::builder::{Builder, CertificateBuilder};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
+    SubjectAltName, SubjectKeyIdentifier,
+};
+use x509_cert::ext::{Extension, Extensions};
+use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::time::{Time, Validity};
 
 /// An uncompressed P-256 point: 04 ‖ X ‖ Y.
 pub const P256_POINT_LEN: usize = 65;
 
-/// Why a certificate is not acceptable.
+/// Why a certificate is not acceptable (or could not be built).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertError(pub String);
 
@@ -67,31 +67,78 @@ impl fmt::Display for CertError {
 
 impl std::error::Error for CertError {}
 
-impl From<der::DerError> for CertError {
-    fn from(e: der::DerError) -> Self {
-        CertError(e.to_string())
-    }
-}
-
 fn bad<T>(reason: impl Into<String>) -> Result<T, CertError> {
     Err(CertError(reason.into()))
 }
 
-/// SubjectPublicKeyInfo of a P-256 key (RFC 5480).
+/// Prefixes a `der` error with what was being read or written, so a refusal names the field.
+fn ctx(what: &'static str) -> impl Fn(der::Error) -> CertError {
+    move |e| CertError(format!("{what}: {e}"))
+}
+
+fn p256_algorithm() -> Result<AlgorithmIdentifierOwned, der::Error> {
+    Ok(AlgorithmIdentifierOwned {
+        oid: rfc5912::ID_EC_PUBLIC_KEY,
+        parameters: Some(Any::encode_from(&rfc5912::SECP_256_R_1)?),
+    })
+}
+
+fn spki_owned(public_key: &[u8]) -> Result<x509_cert::spki::SubjectPublicKeyInfoOwned, der::Error> {
+    Ok(x509_cert::spki::SubjectPublicKeyInfoOwned {
+        algorithm: p256_algorithm()?,
+        subject_public_key: BitString::from_bytes(public_key)?,
+    })
+}
+
+/// SubjectPublicKeyInfo of a P-256 key (RFC 5480), DER: what `openssl pkey -pubin` reads.
 pub fn spki(public_key: &[u8; P256_POINT_LEN]) -> Vec<u8> {
-    der::seq(&[
-        &der::seq(&[&der::oid(oid::EC_PUBLIC_KEY), &der::oid(oid::PRIME256V1)]),
-        &der::bits(public_key),
+    // Two fixed OIDs and a 65-byte BIT STRING: nothing here can exceed a DER length.
+    spki_owned(public_key)
+        .and_then(|s| s.to_der())
+        .expect("a P-256 SubjectPublicKeyInfo always encodes")
+}
+
+fn rdn(oid: ObjectIdentifier, value: &str) -> Result<RelativeDistinguishedName, CertError> {
+    let mut set = RelativeDistinguishedName::default();
+    set.insert(x509_cert::attr::AttributeTypeAndValue {
+        oid,
+        value: Any::encode_from(&Utf8StringRef::new(value).map_err(ctx("name"))?)
+            .map_err(ctx("name"))?,
+    })
+    .map_err(ctx("name"))?;
+    Ok(set)
+}
+
+/// A Name of RDNs in this order, each one UTF8String. Built from parts rather than parsed from
+/// an RFC 4514 string, so that a comma or quote in an alias is just a character.
+fn name_of(parts: &[(ObjectIdentifier, &str)]) -> Result<Name, CertError> {
+    let mut seq = RdnSequence::default();
+    for &(oid, value) in parts {
+        seq.push(rdn(oid, value)?);
+    }
+    // x509-cert builds a Name only through decoding (its constructor is "hazmat"): encode the
+    // sequence, decode it as a Name.
+    Name::from_der(&seq.to_der().map_err(ctx("name"))?).map_err(ctx("name"))
+}
+
+/// `O=<organization>, CN=<common_name>`: the CA's and the subscribers' names.
+pub fn name(organization: &str, common_name: &str) -> Result<Name, CertError> {
+    name_of(&[
+        (rfc4519::ORGANIZATION_NAME, organization),
+        (rfc4519::CN, common_name),
     ])
 }
 
-/// A Name of two RDNs, O then CN, as UTF8Strings.
-pub fn name(organization: &str, common_name: &str) -> Vec<u8> {
-    let atv =
-        |oid: &[u8], value: &str| der::set(&[&der::seq(&[&der::oid(oid), &der::utf8(value)])]);
-    der::seq(&[
-        &atv(oid::ORGANIZATION, organization),
-        &atv(oid::COMMON_NAME, common_name),
+/// `O=<organization>, OU=<unit>, CN=<common_name>`: TLS certificates, whose OU is the role.
+pub fn name_with_unit(
+    organization: &str,
+    unit: &str,
+    common_name: &str,
+) -> Result<Name, CertError> {
+    name_of(&[
+        (rfc4519::ORGANIZATION_NAME, organization),
+        (rfc4519::ORGANIZATIONAL_UNIT_NAME, unit),
+        (rfc4519::CN, common_name),
     ])
 }
 
@@ -104,6 +151,15 @@ pub fn key_id(public_key: &[u8; P256_POINT_LEN]) -> [u8; 20] {
     id
 }
 
+/// What goes into a TLS certificate beyond the common extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsUsage {
+    /// extendedKeyUsage purposes (id-kp-serverAuth, id-kp-clientAuth).
+    pub extended_key_usage: Vec<ObjectIdentifier>,
+    /// subjectAltName: an IP literal becomes an iPAddress, anything else a dNSName.
+    pub hosts: Vec<String>,
+}
+
 /// What a certificate is for.
 #[derive(Clone, Debug)]
 pub enum Kind<'a> {
@@ -111,6 +167,8 @@ pub enum Kind<'a> {
     Ca,
     /// A subscriber's key: may sign invoices, within these restrictions.
     Subscriber(&'a Restrictions),
+    /// A TLS endpoint of a role.
+    Tls(&'a TlsUsage),
 }
 
 /// The fields of a certificate to issue.
@@ -118,10 +176,8 @@ pub enum Kind<'a> {
 pub struct Template<'a> {
     /// INTEGER magnitude bytes (positive, at most 20).
     pub serial: &'a [u8],
-    /// Issuer Name, DER.
-    pub issuer: &'a [u8],
-    /// Subject Name, DER.
-    pub subject: &'a [u8],
+    pub issuer: &'a Name,
+    pub subject: &'a Name,
     pub not_before: u64,
     pub not_after: u64,
     pub public_key: &'a [u8; P256_POINT_LEN],
@@ -130,67 +186,195 @@ pub struct Template<'a> {
     pub kind: Kind<'a>,
 }
 
-fn extension(oid: &[u8], critical: bool, value: &[u8]) -> Vec<u8> {
-    if critical {
-        der::seq(&[&der::oid(oid), &der::boolean(true), &der::octets(value)])
-    } else {
-        der::seq(&[&der::oid(oid), &der::octets(value)])
-    }
+/// An X.509 Time from Unix seconds: `x509-cert` picks UTCTime through 2049 and GeneralizedTime
+/// from 2050 (RFC 5280 4.1.2.5).
+pub fn time(unix: u64) -> Result<Time, CertError> {
+    der::DateTime::from_unix_duration(Duration::from_secs(unix))
+        .map(Time::from)
+        .map_err(|e| CertError(format!("time {unix} is not representable: {e}")))
 }
 
-fn algorithm() -> Vec<u8> {
-    // ecdsa-with-SHA256 has absent parameters (RFC 5758 3.2).
-    der::seq(&[&der::oid(oid::ECDSA_SHA256)])
+fn extension(
+    oid: ObjectIdentifier,
+    critical: bool,
+    value: &impl Encode,
+) -> Result<Extension, CertError> {
+    let value = value.to_der().map_err(ctx("extension"))?;
+    Ok(Extension {
+        extn_id: oid,
+        critical,
+        extn_value: OctetString::new(value).map_err(ctx("extension"))?,
+    })
 }
 
-/// The DER TBSCertificate of `t`.
-pub fn tbs(t: &Template) -> Vec<u8> {
+/// subjectAltName entries for `hosts`.
+fn general_names(hosts: &[String]) -> Result<Vec<GeneralName>, CertError> {
+    hosts
+        .iter()
+        .map(|h| match h.parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) => {
+                OctetString::new(ip.octets().to_vec()).map(GeneralName::IpAddress)
+            }
+            Ok(IpAddr::V6(ip)) => {
+                OctetString::new(ip.octets().to_vec()).map(GeneralName::IpAddress)
+            }
+            Err(_) => Ia5String::new(h).map(GeneralName::DnsName),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError(format!("subjectAltName: {e}")))
+}
+
+/// The extensions of `t`, in the documented order.
+fn extensions(t: &Template) -> Result<Extensions, CertError> {
     let (basic, usage) = match t.kind {
-        // cA TRUE, pathLenConstraint 0: it signs subscriber certificates, never another CA.
-        // keyUsage keyCertSign (bit 5) and cRLSign (bit 6): one unused bit.
+        // pathLenConstraint 0: it signs end-entity certificates, never another CA.
         Kind::Ca => (
-            der::seq(&[&der::boolean(true), &der::u64_int(0)]),
-            der::tlv(tag::BIT_STRING, &[0x01, 0x06]),
+            BasicConstraints {
+                ca: true,
+                path_len_constraint: Some(0),
+            },
+            KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign),
         ),
-        // cA FALSE is the default and so absent; keyUsage digitalSignature (bit 0).
-        Kind::Subscriber(_) => (der::seq(&[]), der::tlv(tag::BIT_STRING, &[0x07, 0x80])),
+        Kind::Subscriber(_) | Kind::Tls(_) => (
+            BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            },
+            KeyUsage(KeyUsages::DigitalSignature.into()),
+        ),
     };
-    let ski = key_id(t.public_key);
-    let mut extensions = vec![
-        extension(oid::BASIC_CONSTRAINTS, true, &basic),
-        extension(oid::KEY_USAGE, true, &usage),
-        extension(oid::SUBJECT_KEY_ID, false, &der::octets(&ski)),
-        extension(
-            oid::AUTHORITY_KEY_ID,
-            false,
-            &der::seq(&[&der::tlv(tag::implicit(0), t.authority_key_id)]),
-        ),
+    let mut out = vec![
+        extension(rfc5280::ID_CE_BASIC_CONSTRAINTS, true, &basic)?,
+        extension(rfc5280::ID_CE_KEY_USAGE, true, &usage)?,
     ];
-    if let Kind::Subscriber(r) = t.kind {
-        extensions.push(extension(&EXTENSION_OID, false, &r.to_der()));
+    if let Kind::Tls(tls) = t.kind {
+        out.push(extension(
+            rfc5280::ID_CE_EXT_KEY_USAGE,
+            false,
+            &ExtendedKeyUsage(tls.extended_key_usage.clone()),
+        )?);
+        // Non-critical: the subject is not empty (RFC 5280 4.2.1.6).
+        out.push(extension(
+            rfc5280::ID_CE_SUBJECT_ALT_NAME,
+            false,
+            &SubjectAltName(general_names(&tls.hosts)?),
+        )?);
     }
-    let extensions: Vec<&[u8]> = extensions.iter().map(Vec::as_slice).collect();
-    der::seq(&[
-        &der::explicit(0, &der::u64_int(2)),
-        &der::uint(t.serial),
-        &algorithm(),
-        t.issuer,
-        &der::seq(&[&der::time(t.not_before), &der::time(t.not_after)]),
-        t.subject,
-        &spki(t.public_key),
-        &der::explicit(3, &der::seq(&extensions)),
-    ])
+    let octets = |id: &[u8]| OctetString::new(id.to_vec()).map_err(ctx("key identifier"));
+    out.push(extension(
+        rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER,
+        false,
+        &SubjectKeyIdentifier(octets(&key_id(t.public_key))?),
+    )?);
+    out.push(extension(
+        rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER,
+        false,
+        &AuthorityKeyIdentifier {
+            key_identifier: Some(octets(t.authority_key_id)?),
+            authority_cert_issuer: None,
+            authority_cert_serial_number: None,
+        },
+    )?);
+    if let Kind::Subscriber(r) = t.kind {
+        out.push(Extension {
+            extn_id: EXTENSION_OID,
+            critical: false,
+            extn_value: OctetString::new(r.to_der()).map_err(ctx("restrictions"))?,
+        });
+    }
+    Ok(out)
+}
+
+/// The issuer, subject and extensions of one certificate, for `x509-cert`'s builder.
+struct Profile {
+    issuer: Name,
+    subject: Name,
+    extensions: Extensions,
+}
+
+impl BuilderProfile for Profile {
+    fn get_issuer(&self, _subject: &Name) -> Name {
+        self.issuer.clone()
+    }
+
+    fn get_subject(&self) -> Name {
+        self.subject.clone()
+    }
+
+    fn build_extensions(
+        &self,
+        _spk: spki::SubjectPublicKeyInfoRef<'_>,
+        _issuer_spk: spki::SubjectPublicKeyInfoRef<'_>,
+        _tbs: &x509_cert::TbsCertificate,
+    ) -> x509_cert::builder::Result<Vec<Extension>> {
+        Ok(self.extensions.clone())
+    }
+}
+
+/// The issuer's key as the builder wants it. p256 is built without its `pkcs8` feature (the
+/// card model shares it), so the SPKI and algorithm identifier come from here.
+struct IssuerKey<'a>(&'a SigningKey);
+
+/// The issuer's public key, as a SEC1 point.
+#[derive(Clone)]
+struct IssuerPublic([u8; P256_POINT_LEN]);
+
+impl EncodePublicKey for IssuerPublic {
+    fn to_public_key_der(&self) -> spki::Result<der::Document> {
+        Ok(der::Document::encode_msg(&spki_owned(&self.0)?)?)
+    }
+}
+
+impl Keypair for IssuerKey<'_> {
+    type VerifyingKey = IssuerPublic;
+
+    fn verifying_key(&self) -> IssuerPublic {
+        IssuerPublic(sec1_point(self.0.verifying_key()))
+    }
+}
+
+impl DynSignatureAlgorithmIdentifier for IssuerKey<'_> {
+    fn signature_algorithm_identifier(&self) -> spki::Result<AlgorithmIdentifierOwned> {
+        // ecdsa-with-SHA256 has absent parameters (RFC 5758 3.2).
+        Ok(AlgorithmIdentifierOwned {
+            oid: rfc5912::ECDSA_WITH_SHA_256,
+            parameters: None,
+        })
+    }
+}
+
+impl Signer<DerSignature> for IssuerKey<'_> {
+    fn try_sign(&self, msg: &[u8]) -> Result<DerSignature, p256::ecdsa::Error> {
+        self.0.try_sign(msg)
+    }
+}
+
+/// The uncompressed SEC1 point of a verifying key.
+pub fn sec1_point(key: &VerifyingKey) -> [u8; P256_POINT_LEN] {
+    let mut out = [0u8; P256_POINT_LEN];
+    out.copy_from_slice(key.to_sec1_point(false).as_bytes());
+    out
 }
 
 /// Signs `t` with the issuer's key: the DER Certificate.
-pub fn issue(t: &Template, issuer_key: &SigningKey) -> Vec<u8> {
-    let tbs = tbs(t);
-    let signature: Signature = issuer_key.sign(&tbs);
-    der::seq(&[
-        &tbs,
-        &algorithm(),
-        &der::bits(signature.to_der().as_bytes()),
-    ])
+pub fn issue(t: &Template, issuer_key: &SigningKey) -> Result<Vec<u8>, CertError> {
+    if t.not_after < t.not_before {
+        return bad("notAfter is before notBefore");
+    }
+    let serial = SerialNumber::new(t.serial).map_err(ctx("serialNumber"))?;
+    let validity = Validity::new(time(t.not_before)?, time(t.not_after)?);
+    let profile = Profile {
+        issuer: t.issuer.clone(),
+        subject: t.subject.clone(),
+        extensions: extensions(t)?,
+    };
+    let spki = spki_owned(t.public_key).map_err(ctx("subjectPublicKeyInfo"))?;
+    let builder = CertificateBuilder::new(profile, serial, validity, spki)
+        .map_err(|e| CertError(format!("building the certificate: {e}")))?;
+    let cert = builder
+        .build::<_, DerSignature>(&IssuerKey(issuer_key))
+        .map_err(|e| CertError(format!("signing the certificate: {e}")))?;
+    cert.to_der().map_err(ctx("certificate"))
 }
 
 /// A parsed certificate: the fields simlab checks, and the bytes the signature covers.
@@ -207,6 +391,8 @@ pub struct Certificate {
     pub subject: Vec<u8>,
     pub subject_common_name: Option<String>,
     pub subject_organization: Option<String>,
+    /// The OU, which names the role in TLS certificates (`seller`, `gateway`, ...).
+    pub subject_organizational_unit: Option<String>,
     pub not_before: u64,
     pub not_after: u64,
     pub public_key: [u8; P256_POINT_LEN],
@@ -214,129 +400,121 @@ pub struct Certificate {
     pub is_ca: bool,
     /// The simlab restrictions extension, when present.
     pub restrictions: Option<Restrictions>,
+    /// extendedKeyUsage purposes, empty when the extension is absent.
+    pub extended_key_usage: Vec<ObjectIdentifier>,
     /// The issuer's ECDSA signature, DER.
     pub signature: Vec<u8>,
 }
 
 impl Certificate {
     /// Parses DER strictly: v3, ECDSA-SHA256, a P-256 subject key, no unknown critical
-    /// extension, nothing trailing.
+    /// extension, no extension twice, every known extension well formed, times as RFC 5280
+    /// wants them, and the bytes exactly what re-encoding gives (distinguished encoding, nothing
+    /// trailing).
     pub fn from_der(bytes: &[u8]) -> Result<Certificate, CertError> {
-        let outer = der::single(bytes, tag::SEQUENCE)?;
-        let mut r = Reader::new(outer);
-        let tbs_tlv = r.next_tlv()?;
-        if tbs_tlv.tag != tag::SEQUENCE {
-            return bad("tbsCertificate is not a SEQUENCE");
+        let cert = x509_cert::Certificate::from_der(bytes).map_err(ctx("certificate"))?;
+        if cert.to_der().map_err(ctx("certificate"))? != bytes {
+            return bad("certificate: not in distinguished encoding (DER, RFC 5280 times)");
         }
-        let outer_alg = r.expect(tag::SEQUENCE)?;
-        let signature = der::read_bits(r.expect(tag::BIT_STRING)?)?.to_vec();
-        r.finish()?;
-        check_algorithm(outer_alg)?;
-
-        let mut t = Reader::new(tbs_tlv.value);
-        let version = t
-            .optional(tag::explicit(0))?
-            .ok_or_else(|| CertError("not an X.509 v3 certificate (no version)".into()))?;
-        if der::read_u64(der::single(version, tag::INTEGER)?)? != 2 {
+        let tbs = cert.tbs_certificate();
+        if tbs.version() != x509_cert::Version::V3 {
             return bad("not an X.509 v3 certificate");
         }
-        let serial = der::read_uint(t.expect(tag::INTEGER)?)?.to_vec();
-        if serial.len() > 20 {
-            return bad("serial longer than 20 bytes");
-        }
-        let inner_alg = t.expect(tag::SEQUENCE)?;
-        if inner_alg != outer_alg {
+        check_algorithm(cert.signature_algorithm())?;
+        if tbs.signature() != cert.signature_algorithm() {
             return bad("the two signature algorithms differ");
         }
-        let issuer = t.next_tlv()?;
-        if issuer.tag != tag::SEQUENCE {
-            return bad("issuer is not a Name");
-        }
-        let mut validity = Reader::new(t.expect(tag::SEQUENCE)?);
-        let not_before = der::read_time(&validity.next_tlv()?)?;
-        let not_after = der::read_time(&validity.next_tlv()?)?;
-        validity.finish()?;
-        let subject = t.next_tlv()?;
-        if subject.tag != tag::SEQUENCE {
-            return bad("subject is not a Name");
-        }
-        let public_key = read_spki(t.expect(tag::SEQUENCE)?)?;
-        // issuerUniqueID [1] and subjectUniqueID [2] are allowed and ignored.
-        t.optional(tag::implicit(1))?;
-        t.optional(tag::implicit(2))?;
+        let serial = serial_magnitude(tbs.serial_number().as_bytes())?;
+        let validity = tbs.validity();
+        let not_before = validity.not_before.to_unix_duration().as_secs();
+        let not_after = validity.not_after.to_unix_duration().as_secs();
+        let public_key = read_spki(tbs.subject_public_key_info())?;
         let mut is_ca = false;
         let mut restrictions = None;
-        if let Some(exts) = t.optional(tag::explicit(3))? {
-            let mut list = Reader::new(der::single(exts, tag::SEQUENCE)?);
-            let mut seen: Vec<&[u8]> = Vec::new();
-            while !list.is_empty() {
-                let mut e = Reader::new(list.expect(tag::SEQUENCE)?);
-                let id = e.expect(tag::OID)?;
-                let critical = match e.optional(tag::BOOLEAN)? {
-                    Some(v) => {
-                        let c = der::read_bool(v)?;
-                        if !c {
-                            return bad("critical FALSE must be absent in DER");
-                        }
-                        c
-                    }
-                    None => false,
-                };
-                let value = e.expect(tag::OCTET_STRING)?;
-                e.finish()?;
-                if seen.contains(&id) {
-                    return bad("an extension appears twice");
+        let mut extended_key_usage = Vec::new();
+        let mut seen: Vec<ObjectIdentifier> = Vec::new();
+        for e in tbs.extensions().map(Vec::as_slice).unwrap_or_default() {
+            if seen.contains(&e.extn_id) {
+                return bad(format!("extension {} appears twice", e.extn_id));
+            }
+            seen.push(e.extn_id);
+            let value = e.extn_value.as_bytes();
+            match e.extn_id {
+                rfc5280::ID_CE_BASIC_CONSTRAINTS => {
+                    is_ca = BasicConstraints::from_der(value)
+                        .map_err(ctx("basicConstraints"))?
+                        .ca;
                 }
-                seen.push(id);
-                match id {
-                    oid::BASIC_CONSTRAINTS => {
-                        let mut bc = Reader::new(der::single(value, tag::SEQUENCE)?);
-                        if let Some(ca) = bc.optional(tag::BOOLEAN)? {
-                            is_ca = der::read_bool(ca)?;
-                        }
-                        bc.optional(tag::INTEGER)?;
-                        bc.finish()?;
-                    }
-                    id if id == EXTENSION_OID => {
-                        restrictions = Some(
-                            Restrictions::from_der(value)
-                                .map_err(|e| CertError(format!("restrictions extension: {e}")))?,
-                        );
-                    }
-                    oid::KEY_USAGE | oid::SUBJECT_KEY_ID | oid::AUTHORITY_KEY_ID => {}
-                    _ if critical => {
-                        return bad("an unknown critical extension (RFC 5280 4.2)");
-                    }
-                    _ => {}
+                rfc5280::ID_CE_KEY_USAGE => {
+                    KeyUsage::from_der(value).map_err(ctx("keyUsage"))?;
                 }
+                rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER => {
+                    SubjectKeyIdentifier::from_der(value).map_err(ctx("subjectKeyIdentifier"))?;
+                }
+                rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER => {
+                    AuthorityKeyIdentifier::from_der(value)
+                        .map_err(ctx("authorityKeyIdentifier"))?;
+                }
+                rfc5280::ID_CE_EXT_KEY_USAGE => {
+                    extended_key_usage = ExtendedKeyUsage::from_der(value)
+                        .map_err(ctx("extendedKeyUsage"))?
+                        .0;
+                }
+                rfc5280::ID_CE_SUBJECT_ALT_NAME => {
+                    SubjectAltName::from_der(value).map_err(ctx("subjectAltName"))?;
+                }
+                id if id == EXTENSION_OID => {
+                    restrictions = Some(
+                        Restrictions::from_der(value)
+                            .map_err(|e| CertError(format!("restrictions extension: {e}")))?,
+                    );
+                }
+                id if e.critical => {
+                    return bad(format!("unknown critical extension {id} (RFC 5280 4.2)"));
+                }
+                _ => {}
             }
         }
-        t.finish()?;
-        let (subject_organization, subject_common_name) = name_parts(subject.value)?;
+        let subject = tbs.subject();
+        let signature = cert
+            .signature()
+            .as_bytes()
+            .ok_or_else(|| CertError("the signature BIT STRING has unused bits".into()))?
+            .to_vec();
         Ok(Certificate {
             der: bytes.to_vec(),
-            tbs: tbs_tlv.raw.to_vec(),
+            tbs: tbs.to_der().map_err(ctx("tbsCertificate"))?,
             serial,
-            issuer: issuer.raw.to_vec(),
-            subject: subject.raw.to_vec(),
-            subject_common_name,
-            subject_organization,
+            issuer: tbs.issuer().to_der().map_err(ctx("issuer"))?,
+            subject: subject.to_der().map_err(ctx("subject"))?,
+            subject_common_name: attribute(subject, rfc4519::CN),
+            subject_organization: attribute(subject, rfc4519::ORGANIZATION_NAME),
+            subject_organizational_unit: attribute(subject, rfc4519::ORGANIZATIONAL_UNIT_NAME),
             not_before,
             not_after,
             public_key,
             is_ca,
             restrictions,
+            extended_key_usage,
             signature,
         })
     }
 
     /// Parses a PEM `CERTIFICATE`.
     pub fn from_pem(text: &str) -> Result<Certificate, CertError> {
-        Self::from_der(&der::pem_decode("CERTIFICATE", text)?)
+        let cert = x509_cert::Certificate::from_pem(text.trim().as_bytes())
+            .map_err(ctx("PEM certificate"))?;
+        Self::from_der(&cert.to_der().map_err(ctx("certificate"))?)
     }
 
+    /// The certificate as PEM `CERTIFICATE`, LF line endings.
     pub fn to_pem(&self) -> String {
-        der::pem_encode("CERTIFICATE", &self.der)
+        pem_certificate(&self.der)
+    }
+
+    /// The same certificate as `x509-cert` sees it (for rustls-side code that wants its types).
+    pub fn x509(&self) -> Result<x509_cert::Certificate, CertError> {
+        x509_cert::Certificate::from_der(&self.der).map_err(ctx("certificate"))
     }
 
     /// The subject key, for verifying what it signed.
@@ -354,7 +532,7 @@ impl Certificate {
         if self.issuer != ca.subject {
             return bad("issued by another CA (the issuer name differs)");
         }
-        if !verify(&ca.verifying_key()?, &self.tbs, &self.signature) {
+        if !super::verify::p256_sha256(&ca.public_key, &self.tbs, &self.signature) {
             return bad("the CA signature does not verify");
         }
         Ok(())
@@ -369,63 +547,111 @@ impl Certificate {
     pub fn serial_hex(&self) -> String {
         simlab_card::hex::encode(&self.serial)
     }
-}
 
-/// ECDSA P-256 / SHA-256 verification of `message` against a DER signature.
-pub fn verify(key: &VerifyingKey, message: &[u8], signature_der: &[u8]) -> bool {
-    Signature::from_der(signature_der).is_ok_and(|sig| key.verify(message, &sig).is_ok())
-}
-
-fn check_algorithm(alg: &[u8]) -> Result<(), CertError> {
-    let mut r = Reader::new(alg);
-    if r.expect(tag::OID)? != oid::ECDSA_SHA256 {
-        return bad("signed with an algorithm other than ecdsa-with-SHA256");
+    /// The extendedKeyUsage purposes (empty: the extension is absent).
+    pub fn extended_key_usages(&self) -> &[ObjectIdentifier] {
+        &self.extended_key_usage
     }
-    r.finish()?;
+
+    /// The role (OU) and name (CN) a TLS certificate from an operator's CA gives its holder;
+    /// `None` without a known role or a name.
+    pub fn role(&self) -> Option<(crate::http::Role, String)> {
+        let role = crate::http::Role::parse(self.subject_organizational_unit.as_deref()?)?;
+        Some((role, self.subject_common_name.clone()?))
+    }
+}
+
+/// PEM `CERTIFICATE` around DER.
+pub fn pem_certificate(der: &[u8]) -> String {
+    simlab_card::pem::pem_encode("CERTIFICATE", der)
+}
+
+/// The role (OU) and CN of any certificate `x509-cert` parsed: what the TLS layer maps a
+/// verified client certificate to.
+pub fn role_of(cert: &x509_cert::Certificate) -> Option<(crate::http::Role, String)> {
+    let subject = cert.tbs_certificate().subject();
+    let role = crate::http::Role::parse(&attribute(subject, rfc4519::ORGANIZATIONAL_UNIT_NAME)?)?;
+    Some((role, attribute(subject, rfc4519::CN)?))
+}
+
+/// The extendedKeyUsage purposes of any parsed certificate (empty when absent or malformed).
+pub fn extended_key_usages(cert: &x509_cert::Certificate) -> Vec<ObjectIdentifier> {
+    cert.tbs_certificate()
+        .get_extension::<ExtendedKeyUsage>()
+        .ok()
+        .flatten()
+        .map(|(_, eku)| eku.0)
+        .unwrap_or_default()
+}
+
+/// ECDSA P-256 / SHA-256 verification of `message` against a DER signature, through ring
+/// ([`super::verify::p256_sha256`]) — the same check whichever key type the caller holds.
+pub fn verify(key: &VerifyingKey, message: &[u8], signature_der: &[u8]) -> bool {
+    super::verify::p256_sha256(&sec1_point(key), message, signature_der)
+}
+
+fn check_algorithm(alg: &AlgorithmIdentifierOwned) -> Result<(), CertError> {
+    if alg.oid != rfc5912::ECDSA_WITH_SHA_256 {
+        return bad(format!(
+            "signed with {} rather than ecdsa-with-SHA256",
+            alg.oid
+        ));
+    }
+    if alg.parameters.is_some() {
+        return bad("ecdsa-with-SHA256 must have absent parameters (RFC 5758 3.2)");
+    }
     Ok(())
 }
 
-fn read_spki(value: &[u8]) -> Result<[u8; P256_POINT_LEN], CertError> {
-    let mut r = Reader::new(value);
-    let mut alg = Reader::new(r.expect(tag::SEQUENCE)?);
-    if alg.expect(tag::OID)? != oid::EC_PUBLIC_KEY || alg.expect(tag::OID)? != oid::PRIME256V1 {
+/// The magnitude of a serial's two's-complement content bytes: positive, at most 20 octets.
+fn serial_magnitude(content: &[u8]) -> Result<Vec<u8>, CertError> {
+    match content {
+        [] => bad("empty serialNumber"),
+        [b, ..] if b & 0x80 != 0 => bad("negative serialNumber"),
+        [0] => bad("serialNumber zero"),
+        [0, rest @ ..] if rest.len() > 20 => bad("serialNumber longer than 20 octets"),
+        [0, rest @ ..] => Ok(rest.to_vec()),
+        _ if content.len() > 20 => bad("serialNumber longer than 20 octets"),
+        _ => Ok(content.to_vec()),
+    }
+}
+
+fn read_spki(
+    spki: &x509_cert::spki::SubjectPublicKeyInfoOwned,
+) -> Result<[u8; P256_POINT_LEN], CertError> {
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+    if spki.algorithm.oid != rfc5912::ID_EC_PUBLIC_KEY || curve != Some(rfc5912::SECP_256_R_1) {
         return bad("the subject key is not a P-256 key");
     }
-    alg.finish()?;
-    let point = der::read_bits(r.expect(tag::BIT_STRING)?)?;
-    r.finish()?;
+    let point = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| CertError("the subject key BIT STRING has unused bits".into()))?;
     match <[u8; P256_POINT_LEN]>::try_from(point) {
         Ok(p) if p[0] == 0x04 => Ok(p),
         _ => bad("the subject key is not an uncompressed P-256 point"),
     }
 }
 
-/// The organization and common name of a Name (the last of each, as strings).
-fn name_parts(name: &[u8]) -> Result<(Option<String>, Option<String>), CertError> {
-    let mut o = None;
-    let mut cn = None;
-    let mut rdns = Reader::new(name);
-    while !rdns.is_empty() {
-        let mut set = Reader::new(rdns.expect(tag::SET)?);
-        while !set.is_empty() {
-            let mut atv = Reader::new(set.expect(tag::SEQUENCE)?);
-            let id = atv.expect(tag::OID)?;
-            let value: Tlv = atv.next_tlv()?;
-            atv.finish()?;
-            let text = match value.tag {
-                tag::UTF8_STRING | tag::PRINTABLE_STRING | tag::IA5_STRING => {
-                    String::from_utf8(value.value.to_vec()).ok()
+/// The last value of attribute `oid` in `name`, as text (UTF8String, PrintableString or
+/// IA5String; anything else is not text simlab compares).
+fn attribute(name: &Name, oid: ObjectIdentifier) -> Option<String> {
+    name.iter()
+        .filter(|atv| atv.oid == oid)
+        .filter_map(|atv| {
+            let v = &atv.value;
+            match v.tag() {
+                Tag::Utf8String | Tag::PrintableString | Tag::Ia5String => {
+                    String::from_utf8(v.value().to_vec()).ok()
                 }
                 _ => None,
-            };
-            match id {
-                oid::COMMON_NAME => cn = text,
-                oid::ORGANIZATION => o = text,
-                _ => {}
             }
-        }
-    }
-    Ok((o, cn))
+        })
+        .last()
 }
 
 #[cfg(test)]
@@ -437,16 +663,12 @@ mod tests {
     }
 
     fn point(k: &SigningKey) -> [u8; 65] {
-        k.verifying_key()
-            .to_sec1_point(false)
-            .as_bytes()
-            .try_into()
-            .unwrap()
+        sec1_point(k.verifying_key())
     }
 
     fn make_ca(k: &SigningKey) -> Certificate {
         let pk = point(k);
-        let n = name("simlab", "simlab gateway CA");
+        let n = name("simlab", "simlab gateway CA").unwrap();
         let der = issue(
             &Template {
                 serial: &[1],
@@ -459,7 +681,8 @@ mod tests {
                 kind: Kind::Ca,
             },
             k,
-        );
+        )
+        .unwrap();
         Certificate::from_der(&der).unwrap()
     }
 
@@ -472,11 +695,12 @@ mod tests {
         let sub = key(9);
         let pk = point(&sub);
         let r = Restrictions::default();
+        let issuer = Name::from_der(&ca.subject).unwrap();
         let der = issue(
             &Template {
                 serial: &[0x42; 16],
-                issuer: &ca.subject,
-                subject: &name("simlab", "Alice ÄÖ, \"quoted\""),
+                issuer: &issuer,
+                subject: &name("simlab", "Alice ÄÖ, \"quoted\"").unwrap(),
                 not_before: 1_700_000_000,
                 not_after: 1_700_000_000 + r.validity_seconds,
                 public_key: &pk,
@@ -484,7 +708,8 @@ mod tests {
                 kind: Kind::Subscriber(&r),
             },
             &ca_key,
-        );
+        )
+        .unwrap();
         let c = Certificate::from_der(&der).unwrap();
         assert_eq!(c.serial, [0x42; 16]);
         assert_eq!(c.public_key, pk);
@@ -519,12 +744,26 @@ mod tests {
     }
 
     #[test]
+    fn serials() {
+        assert_eq!(serial_magnitude(&[0, 0x80]).unwrap(), [0x80]);
+        assert!(serial_magnitude(&[0x80]).is_err());
+        assert!(serial_magnitude(&[0]).is_err());
+        assert!(serial_magnitude(&[1; 21]).is_err());
+        assert_eq!(
+            serial_magnitude(&[[0].as_slice(), &[0xff; 20]].concat())
+                .unwrap()
+                .len(),
+            20
+        );
+    }
+
+    #[test]
     fn signatures() {
         let k = key(3);
-        let sig: Signature = k.sign(b"invoice");
+        let sig: DerSignature = k.sign(b"invoice");
         let vk = *k.verifying_key();
-        assert!(verify(&vk, b"invoice", sig.to_der().as_bytes()));
-        assert!(!verify(&vk, b"invoicE", sig.to_der().as_bytes()));
+        assert!(verify(&vk, b"invoice", sig.as_bytes()));
+        assert!(!verify(&vk, b"invoicE", sig.as_bytes()));
         assert!(!verify(&vk, b"invoice", b"\x30\x00"));
     }
 }
