@@ -260,7 +260,9 @@ impl RejectReason {
     }
 }
 
-/// One record's answer in 920.
+/// One record's verdict, as the seller's report (`simlab seller submit`) lists it: every record
+/// of its run, billed or not. The gateway's answer (920) names only the records it did not bill
+/// ([`Rejection`]); the seller fills in the billed ones.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordResult {
@@ -282,14 +284,68 @@ pub struct RecordResult {
     pub same_invoice: Option<bool>,
 }
 
-/// 920: one answer per record, in the batch's order.
+/// A record of a 910 that this request did not bill, and why (operation 1300).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rejection {
+    /// Its position in the batch (from 0): transaction ids of unreadable records cannot be
+    /// trusted to name them, positions can.
+    pub index: usize,
+    /// The id the record claims (at most 64 bytes: longer makes the batch a 400).
+    pub transaction_id: String,
+    pub reason: RejectReason,
+    pub detail: String,
+    /// For `already_billed`: when it was billed before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billed_at: Option<u64>,
+    /// For `already_billed`: the batch that billed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billed_in_batch: Option<String>,
+    /// For `already_billed`: whether the earlier record had the very same invoice bytes (a
+    /// resubmission after a lost answer: the record *is* billed) or a different one (a seller
+    /// reusing an id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_invoice: Option<bool>,
+}
+
+impl Rejection {
+    /// Whether the record was billed by an earlier request with these very bytes: the seller
+    /// counts it as billed ("billed before"), not as rejected.
+    pub fn billed_before(&self) -> bool {
+        self.reason == RejectReason::AlreadyBilled && self.same_invoice == Some(true)
+    }
+
+    /// The same verdict in the seller's report form.
+    pub fn to_result(&self) -> RecordResult {
+        RecordResult {
+            transaction_id: self.transaction_id.clone(),
+            status: RecordStatus::Rejected,
+            reason: Some(self.reason),
+            detail: Some(self.detail.clone()),
+            billed_at: self.billed_at,
+            billed_in_batch: self.billed_in_batch.clone(),
+            same_invoice: self.same_invoice,
+        }
+    }
+}
+
+/// 920: counts, and only the records not billed by this request. The answer never echoes
+/// every record — that would let a 910 cost the gateway its size again in output — so a
+/// record the answer does not name was billed, at `billed_at`, in this batch.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BillingAnswer {
     pub batch_id: String,
+    /// Records in the batch: `accepted + rejected`.
+    pub records: usize,
+    /// Billed by this request.
     pub accepted: usize,
+    /// Not billed by this request: `rejections.len()`.
     pub rejected: usize,
-    pub results: Vec<RecordResult>,
+    /// When this request billed its records (one clock reading for the whole batch).
+    pub billed_at: u64,
+    /// The records not billed, in batch order.
+    pub rejections: Vec<Rejection>,
 }
 
 // ----- 610–640: buyer ↔ seller ------------------------------------------------------------------
