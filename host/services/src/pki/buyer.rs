@@ -10,7 +10,7 @@ use crate::http::client::{self, ClientError, Url};
 use crate::pki::invoice::Invoice;
 use crate::pki::messages::{Delivery, InvoiceOffer, PaymentRequest, PurchaseRequest};
 use crate::pki::restrictions::money;
-use crate::pki::x509::{self, Certificate};
+use crate::pki::x509::Certificate;
 use simlab_applet::chv::PIN_LEN;
 use simlab_card::error::Error;
 use simlab_card::hex;
@@ -193,12 +193,7 @@ pub fn buy(
         }
     }
     let signature = token.sign(&bytes).map_err(BuyError::Card)?;
-    let key = certificate.verifying_key().map_err(|e| {
-        BuyError::Card(Error::Mismatch {
-            what: e.to_string(),
-        })
-    })?;
-    if !x509::verify(&key, &bytes, &signature) {
+    if !crate::pki::verify::p256_sha256(&certificate.public_key, &bytes, &signature) {
         return Err(BuyError::Card(Error::Mismatch {
             what: "the token's signature does not verify with its certificate".into(),
         }));

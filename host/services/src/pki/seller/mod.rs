@@ -28,8 +28,7 @@ use crate::pki::messages::{
 };
 use crate::pki::now;
 use crate::pki::restrictions::money;
-use crate::pki::x509::{self, Certificate};
-use p256::ecdsa::VerifyingKey;
+use crate::pki::x509::Certificate;
 use sales::{Sale, SaleState, SalesDb};
 use simlab_card::hex;
 use std::sync::Mutex;
@@ -306,9 +305,7 @@ impl Seller {
                 format!("the invoice {transaction_id} expired unpaid; ask for a new one"),
             ));
         }
-        let key = VerifyingKey::from_sec1_bytes(&sale.public_key)
-            .map_err(|_| ApiError::internal("stored public key"))?;
-        if !x509::verify(&key, &sale.invoice, &signature) {
+        if !crate::pki::verify::p256_sha256(&sale.public_key, &sale.invoice, &signature) {
             return Err(ApiError::unprocessable(
                 "bad_signature",
                 "the signature does not verify over the invoice this seller issued (was another amount signed?)",
