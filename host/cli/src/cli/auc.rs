@@ -1,7 +1,7 @@
 //! `simlab auc …`: the HLR/AuC of seed 000 — a subscriber database (SQLite) and the service
 //! that answers gateways with triplets and quintets (messages 220/230).
 
-use super::pki::serve;
+use super::pki::{ServeTlsArgs, serve, tls_required};
 use super::{Global, Output};
 use clap::Subcommand;
 use serde_json::json;
@@ -22,12 +22,14 @@ pub enum AucCommand {
     #[command(after_help = "\
 POST /v1/auth-info {\"imsi\": \"…\", \"path\": \"gsm\", \"count\": 3} answers triplets
 (RAND, SRES, Kc); \"path\": \"usim\" answers one quintet (RAND, AUTN, XRES, CK, IK) with the
-next sequence number, and the IMPI. The answers carry Kc/CK/IK, as message 230 does: keep the
-AuC on loopback or an operator-only network. Subscribers are imported with --profile/--csv
-here or with `simlab auc import`.
+next sequence number, and the IMPI. The answers carry Kc/CK/IK, as message 230 does, so
+only a gateway of this operator is answered: a client certificate with role `gateway` from the
+CA in the identity's ca.pem (mutual TLS); anyone else gets 403. Subscribers are imported with
+--profile/--csv here or with `simlab auc import`.
 
 Example:
-  simlab auc serve --db auc.sqlite --profile fixtures/cards/demo-usim.toml")]
+  simlab gateway issue --ca-dir ca --role server --name auc --out auc-tls
+  simlab auc serve --db auc.sqlite --tls auc-tls --profile fixtures/cards/demo-usim.toml")]
     Serve {
         /// The subscriber database (SQLite, created with mode 0600).
         #[arg(long, value_name = "FILE")]
@@ -37,6 +39,8 @@ Example:
         listen: String,
         #[command(flatten)]
         import: ImportArgs,
+        #[command(flatten)]
+        tls: ServeTlsArgs,
     },
     /// Add or update subscribers from card profiles or a pySim-style CSV.
     #[command(after_help = "\
@@ -111,11 +115,13 @@ pub fn run(out: &Output, _global: &Global, cmd: &AucCommand) -> Result<i32> {
             db,
             listen,
             import: args,
+            tls,
         } => {
+            let tls = tls.server_tls(tls_required)?;
             let mut store = open(db)?;
             let n = import(out, &mut store, args)?;
             if n > 0 {
-                eprintln!("auc: imported {n} subscriber(s)");
+                tracing::info!("imported {n} subscriber(s)");
             }
             let auc = Arc::new(Auc::new(store));
             serve(
@@ -124,6 +130,7 @@ pub fn run(out: &Output, _global: &Global, cmd: &AucCommand) -> Result<i32> {
                 listen,
                 Limits::default(),
                 Arc::new(move |req| auc.handle(req)),
+                tls,
             )
         }
         AucCommand::Import { db, import: args } => {

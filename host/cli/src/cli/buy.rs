@@ -1,7 +1,7 @@
 //! `simlab buy`: the mobile station buys from a seller with the certificate on its token
 //! (seed 000, messages 610–640): it checks the invoice, the token signs it after its PIN.
 
-use super::pki::{STATE_HELP, open_card, open_token, pin_arg, url_arg};
+use super::pki::{ClientTlsArgs, STATE_HELP, open_card, open_token, pin_arg, service_url};
 use super::{Global, Output};
 use serde_json::json;
 use simlab_card::error::{Error, Result};
@@ -18,8 +18,8 @@ restrictions and within --max-amount. Only then is the token PIN verified and th
 signed. A refused invoice exits with status 1, and nothing was signed.
 
 Example:
-  simlab --emulate fixtures/cards/demo-usim.toml buy --seller http://127.0.0.1:8610 \\
-      --item coffee --pin 0000 --max-amount 500 --state /tmp/phone.state")]
+  simlab --emulate fixtures/cards/demo-usim.toml buy --seller https://127.0.0.1:8610 \\
+      --ca gw-ca/ca.pem --item coffee --pin 0000 --max-amount 500 --state /tmp/phone.state")]
 pub struct BuyArgs {
     /// The seller's URL.
     #[arg(long, value_name = "URL")]
@@ -38,11 +38,19 @@ pub struct BuyArgs {
     save: Option<PathBuf>,
     #[arg(long, value_name = "FILE", long_help = STATE_HELP, value_parser = crate::cli::file_arg)]
     state: Option<PathBuf>,
+    /// The operator's CA certificate (PEM): the seller's TLS certificate must come from it.
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 pub fn run(out: &Output, global: &Global, a: &BuyArgs) -> Result<i32> {
     let request = BuyRequest {
-        seller: url_arg("--seller", &a.seller)?,
+        seller: service_url(
+            "--seller",
+            &a.seller,
+            a.tls.client_tls()?.as_ref(),
+            a.tls.insecure_http,
+        )?,
         item: a.item.clone(),
         max_amount: a.max_amount,
     };

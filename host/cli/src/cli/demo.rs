@@ -20,8 +20,10 @@ use simlab_card::token::TokenSession;
 use simlab_card::transport::inproc::InProcess;
 use simlab_card::transport::pcsc::{self, PcscOptions, PcscTransport};
 use simlab_card::transport::{Link, Transport};
+use simlab_services::http::Role;
 use simlab_services::http::client::{self, ClientError, Url};
 use simlab_services::http::server::{Background, Limits};
+use simlab_services::http::tls::{ClientTls, Identity, ServerTls};
 use simlab_services::http::{ApiError, Request, Response};
 use simlab_services::pki::auc_server::Auc;
 use simlab_services::pki::auc_server::subscribers::{Subscriber, SubscriberDb};
@@ -202,15 +204,70 @@ impl Drop for TempDir {
     }
 }
 
+/// The demo operator's PKI: every role gets a certificate from the gateway's CA, as
+/// `simlab gateway issue` would write it.
+struct DemoPki<'a> {
+    ca: &'a Ca,
+}
+
+impl DemoPki<'_> {
+    fn identity(&self, role: Role, name: &str) -> Result<Identity> {
+        let issued = self
+            .ca
+            .issue_tls(
+                role,
+                name,
+                &["localhost".into(), "127.0.0.1".into()],
+                86_400,
+            )
+            .map_err(|e| failed("issuing a TLS certificate", e))?;
+        Ok(Identity::from_der(
+            issued.certificate_der.clone(),
+            issued.key_pkcs8_der.to_vec(),
+            vec![self.ca.certificate().der.clone()],
+        ))
+    }
+
+    fn server(&self, name: &str) -> Result<ServerTls> {
+        let identity = self.identity(Role::Server, name)?;
+        ServerTls::new(&identity, &identity.ca).map_err(|e| failed("TLS", e))
+    }
+
+    /// A client that trusts the CA and presents `role`'s certificate.
+    fn client(&self, role: Role, name: &str) -> Result<ClientTls> {
+        let identity = self.identity(role, name)?;
+        Ok(ClientTls {
+            anchors: identity.ca.clone(),
+            identity: Some(identity),
+        })
+    }
+
+    /// The phone side: the CA pinned, no certificate.
+    fn phone(&self) -> ClientTls {
+        ClientTls {
+            anchors: vec![self.ca.certificate().der.clone().into()],
+            identity: None,
+        }
+    }
+}
+
 fn start(
     handler: simlab_services::http::server::Handler,
     limits: Limits,
+    tls: ServerTls,
+    name: &str,
+    client: &ClientTls,
 ) -> Result<(Background, Url)> {
-    let server = Background::start("127.0.0.1:0", handler, limits).map_err(|source| Error::Io {
-        context: "listening on loopback".into(),
-        source,
-    })?;
-    let url = Url::parse(&server.url()).map_err(|e| failed("loopback URL", e))?;
+    let server =
+        Background::start("127.0.0.1:0", handler, limits, Some(tls), name).map_err(|source| {
+            Error::Io {
+                context: "listening on loopback".into(),
+                source,
+            }
+        })?;
+    let url = Url::parse(&server.url())
+        .map_err(|e| failed("loopback URL", e))?
+        .with_tls(client);
     Ok((server, url))
 }
 
@@ -263,18 +320,32 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
     let profile = Profile::parse(Path::new("fixtures/cards/demo-usim.toml"), DEMO_PROFILE)?;
     let tmp = TempDir::new()?;
 
-    step(out, 1, "The operator's side comes up: AuC, gateway, seller");
+    step(
+        out,
+        1,
+        "The operator's side comes up: AuC, gateway, seller, over mutual TLS",
+    );
+    let ca = Ca::load_or_create(&tmp.path("gateway-ca"), "simlab")
+        .map_err(|e| failed("gateway CA", e))?;
+    let pki = DemoPki { ca: &ca };
+    let phone_tls = pki.phone();
     let subscribers = SubscriberDb::open(&tmp.path("auc.sqlite")).map_err(|e| failed("AuC", e))?;
     subscribers
         .import(&[Subscriber::from_profile(&profile)])
         .map_err(|e| failed("AuC", e))?;
     let auc = Arc::new(Auc::new(subscribers));
-    let (_auc_server, auc_url) = start(Arc::new(move |r| auc.handle(r)), Limits::default())?;
+    let (_auc_server, auc_url) = start(
+        Arc::new(move |r| auc.handle(r)),
+        Limits::default(),
+        pki.server("auc")?,
+        "auc",
+        &pki.client(Role::Gateway, "gateway")?,
+    )?;
     say(
         out,
         &format!(
-            "AuC on {}: subscriber IMSI {} ({}); its Ki stays in the AuC's database.",
-            auc_url.authority,
+            "AuC on {auc_url}: subscriber IMSI {} ({}); its Ki stays in the AuC's database, and \
+             it answers only the gateway's client certificate.",
             profile.imsi,
             profile.algorithm.name()
         ),
@@ -283,26 +354,36 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
         store::opener(&tmp.path("gateway.sqlite").to_string_lossy())
             .map_err(|e| failed("gateway database", e))?,
     );
-    let ca = Ca::load_or_create(&tmp.path("gateway-ca"), "simlab")
-        .map_err(|e| failed("gateway CA", e))?;
     let ca_cert = ca.certificate().clone();
+    let gateway_tls = pki.server("gateway")?;
+    let seller_link = pki.client(Role::Seller, SELLER_ID)?;
+    let seller_tls = {
+        let identity = pki.identity(Role::Seller, SELLER_ID)?;
+        ServerTls::new(&identity, &identity.ca).map_err(|e| failed("TLS", e))?
+    };
     pool.get()
         .and_then(|mut s| s.add_seller(SELLER_ID, "Café One", simlab_services::pki::now()))
         .map_err(|e| failed("registering the seller", e))?;
     let gateway = Arc::new(Gateway::new(GatewayConfig::new(auc_url.clone()), ca, pool));
+    let pki = DemoPki { ca: &gateway.ca };
     let gw = gateway.clone();
     let (_gw_server, gw_url) = start(
         Arc::new(move |r| gw.handle(r)),
         Limits {
-            max_body: 16 << 20,
+            max_body: simlab_services::pki::gateway::billing::MAX_BATCH_BYTES,
             ..Limits::default()
         },
+        gateway_tls,
+        "gateway",
+        &phone_tls,
     )?;
+    // The seller reaches the gateway with its own certificate: billing answers only it.
+    let gw_seller = gw_url.clone().with_tls(&seller_link);
     say(
         out,
         &format!(
             "Gateway on {}: a fresh CA \"{}\" (P-256; its key file has mode 0600 and is never shown).",
-            gw_url.authority,
+            gw_url,
             ca_cert.subject_common_name.as_deref().unwrap_or("?")
         ),
     );
@@ -310,7 +391,7 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
     let seller = Arc::new(Seller::new(
         SellerConfig {
             seller_id: SELLER_ID.into(),
-            gateway: gw_url.clone(),
+            gateway: gw_seller.clone(),
             catalogue: catalogue.clone(),
             batch_size: billing::DEFAULT_BATCH,
         },
@@ -318,7 +399,13 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
         SalesDb::open(&tmp.path("seller.sqlite")).map_err(|e| failed("seller database", e))?,
     ));
     let s = seller.clone();
-    let (_seller_server, seller_url) = start(Arc::new(move |r| s.handle(r)), Limits::default())?;
+    let (_seller_server, seller_url) = start(
+        Arc::new(move |r| s.handle(r)),
+        Limits::default(),
+        seller_tls,
+        "seller",
+        &phone_tls,
+    )?;
     let menu: Vec<String> = catalogue
         .iter()
         .map(|i| format!("{} {}", i.name, money(i.price, &i.currency)))
@@ -326,8 +413,8 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
     say(
         out,
         &format!(
-            "Seller \"{SELLER_ID}\" on {}, registered with the gateway, sells {}.",
-            seller_url.authority,
+            "Seller \"{SELLER_ID}\" on {}, registered with the gateway (billing only with its own certificate), sells {}.",
+            seller_url,
             menu.join(", ")
         ),
     );
@@ -440,7 +527,13 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
     );
 
     step(out, 4, "A forged gateway is refused, both ways");
-    let (_forged, forged_url) = start(Arc::new(forged_gateway), Limits::default())?;
+    let (_forged, forged_url) = start(
+        Arc::new(forged_gateway),
+        Limits::default(),
+        pki.server("gateway")?,
+        "forger",
+        &phone_tls,
+    )?;
     let forged = ms::enroll(
         &mut token,
         &imsi,
@@ -459,7 +552,13 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
         out,
         "An impersonator without the AuC's Kc sends RANDs with a made-up M1: the card computes another M1 and releases nothing — no SRES, no key, no M2.",
     );
-    let (_relay, relay_url) = start(Arc::new(m3_forger(gw_url.clone())), Limits::default())?;
+    let (_relay, relay_url) = start(
+        Arc::new(m3_forger(gw_url.clone())),
+        Limits::default(),
+        pki.server("gateway")?,
+        "relay",
+        &phone_tls,
+    )?;
     let relayed = ms::enroll(
         &mut token,
         &imsi,
@@ -539,7 +638,7 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
         7,
         "Billing (910/920): the seller submits its accounting records",
     );
-    let report = billing::submit(&seller.db, &gw_url, SELLER_ID, billing::DEFAULT_BATCH)
+    let report = billing::submit(&seller.db, &gw_seller, SELLER_ID, billing::DEFAULT_BATCH)
         .map_err(|e| failed("billing", e))?;
     ensure(
         report.accepted == 2 && report.rejected == 0,
@@ -592,13 +691,14 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
     );
     altered.amount *= 10;
     let answer = billing::send(
-        &gw_url,
+        &gw_seller,
         SELLER_ID,
         "demo-resubmission",
         vec![again, altered],
     )
     .map_err(|e| failed("billing", e))?;
-    let reasons: Vec<Option<RejectReason>> = answer.results.iter().map(|r| r.reason).collect();
+    let reasons: Vec<Option<RejectReason>> =
+        answer.rejections.iter().map(|r| Some(r.reason)).collect();
     ensure(
         answer.accepted == 0
             && reasons
@@ -612,7 +712,7 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
         out,
         &format!(
             "The coffee again: rejected, already billed at {} (the same signed invoice).",
-            iso8601(answer.results[0].billed_at.unwrap_or_default())
+            iso8601(answer.rejections[0].billed_at.unwrap_or_default())
         ),
     );
     say(
@@ -630,10 +730,10 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
         .ok_or_else(|| failed("seller database", "the sandwich sale is missing"))?;
     let mut inflated = billing::record(&sale);
     inflated.amount = 1_950;
-    let answer2 = billing::send(&gw_url, SELLER_ID, "demo-inflated", vec![inflated])
+    let answer2 = billing::send(&gw_seller, SELLER_ID, "demo-inflated", vec![inflated])
         .map_err(|e| failed("billing", e))?;
     ensure(
-        answer2.results.first().and_then(|r| r.reason) == Some(RejectReason::InvoiceMismatch),
+        answer2.rejections.first().map(|r| r.reason) == Some(RejectReason::InvoiceMismatch),
         "the gateway billed an amount the buyer did not sign",
     )?;
     say(
@@ -641,18 +741,18 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
         &format!(
             "A new sandwich billed at 19.50 EUR instead of the signed {}: rejected ({}).",
             money(sandwich.invoice.amount, "EUR"),
-            answer2.results[0].detail.as_deref().unwrap_or("")
+            answer2.rejections[0].detail
         ),
     );
-    let honest = billing::submit(&seller.db, &gw_url, SELLER_ID, billing::DEFAULT_BATCH)
+    let honest = billing::submit(&seller.db, &gw_seller, SELLER_ID, billing::DEFAULT_BATCH)
         .map_err(|e| failed("billing", e))?;
     ensure(
         honest.accepted == 1,
         "the honest sandwich record was not billed",
     )?;
     say(out, "Billed honestly, the sandwich goes through.");
-    billing_results.extend(answer.results.iter().cloned());
-    billing_results.extend(answer2.results.iter().cloned());
+    billing_results.extend(answer.rejections.iter().map(|r| r.to_result()));
+    billing_results.extend(answer2.rejections.iter().map(|r| r.to_result()));
     billing_results.extend(honest.results.iter().cloned());
 
     step(
@@ -697,7 +797,7 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
             tea.delivery.delivery
         ),
     );
-    let last = billing::submit(&seller.db, &gw_url, SELLER_ID, billing::DEFAULT_BATCH)
+    let last = billing::submit(&seller.db, &gw_seller, SELLER_ID, billing::DEFAULT_BATCH)
         .map_err(|e| failed("billing", e))?;
     ensure(last.accepted == 1, "the last purchase was not billed")?;
     billing_results.extend(last.results.iter().cloned());

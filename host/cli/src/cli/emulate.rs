@@ -104,7 +104,7 @@ pub fn run(out: &Output, global: &Global, cmd: &EmulateCommand) -> Result<i32> {
             );
             let mut report = |event: Event| {
                 if let Some(line) = describe(&event, verbose) {
-                    eprintln!("emulate: {line}");
+                    tracing::info!("{line}");
                 }
             };
             vpcd::serve(&mut card, &opts, &STOP, &mut report).map_err(|source| Error::Io {
@@ -112,9 +112,9 @@ pub fn run(out: &Output, global: &Global, cmd: &EmulateCommand) -> Result<i32> {
                 source,
             })?;
             if let Some(e) = &card.last_error {
-                eprintln!("emulate: warning: {e}");
+                tracing::warn!("{e}");
             }
-            out.detail("emulate: stopped");
+            tracing::info!("stopped");
             Ok(if STOP.load(Ordering::SeqCst) { 0 } else { 1 })
         }
     }

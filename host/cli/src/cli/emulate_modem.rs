@@ -78,7 +78,7 @@ pub struct EmulateModemArgs {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-pub fn run(out: &Output, global: &Global, args: &EmulateModemArgs) -> Result<i32> {
+pub fn run(_out: &Output, global: &Global, args: &EmulateModemArgs) -> Result<i32> {
     if global.modem.is_some() || global.reader.is_some() || global.emulate.is_some() {
         return Err(Error::arg(
             "--modem/--reader/--emulate",
@@ -139,7 +139,7 @@ pub fn run(out: &Output, global: &Global, args: &EmulateModemArgs) -> Result<i32
     let mut modem = VirtualModem::new(card, options, trace);
     let mut report = |event: Event| {
         if let Some(line) = describe(&event, verbose) {
-            eprintln!("emulate: {line}");
+            tracing::info!("{line}");
         }
     };
     let vanished = modem
@@ -148,9 +148,9 @@ pub fn run(out: &Output, global: &Global, args: &EmulateModemArgs) -> Result<i32
             context: "serving the pty".into(),
             source,
         })?;
-    out.detail("emulate: stopped");
+    tracing::info!("stopped");
     if vanished {
-        eprintln!("emulate: the modem vanished (fault vanish), as asked");
+        tracing::warn!("the modem vanished (fault vanish), as asked");
     }
     Ok(0)
 }

@@ -2,26 +2,31 @@
 //! (messages 210–260), online validity checks, and billing (910/920) — plus the operator's
 //! tools on its database: registering sellers, revoking certificates, reading CDRs.
 
-use super::pki::{serve, url_arg};
+use super::pki::{ServeTlsArgs, serve, service_url};
 use super::{Global, Output};
 use clap::Subcommand;
 use serde_json::json;
 use simlab_card::error::{Error, Result};
 use simlab_card::hex;
+use simlab_services::http::Role;
 use simlab_services::http::server::Limits;
+use simlab_services::http::tls::{ClientTls, Identity, KEY_FILE, ServerTls};
 use simlab_services::pki::der::iso8601;
 use simlab_services::pki::gateway::ca::Ca;
 use simlab_services::pki::gateway::store::{self, Pool, RevokeOutcome, StoreError};
 use simlab_services::pki::gateway::{self, Gateway, GatewayConfig};
 use simlab_services::pki::invoice::valid_id;
 use simlab_services::pki::restrictions::money;
+use simlab_services::pki::x509::Certificate;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Where the gateway listens unless told otherwise (210: the first message it answers).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8210";
-/// The largest request body: a 910 of 10 000 records is about 6 MB.
-const MAX_BODY: usize = 16 * 1024 * 1024;
+/// The largest request body: a 910 batch at its record limit.
+const MAX_BODY: usize = gateway::billing::MAX_BATCH_BYTES;
+/// How long the certificates the gateway issues itself at each start are valid.
+const TLS_SELF_VALIDITY: u64 = 30 * 86_400;
 
 const DB_HELP: &str = "The gateway's database: an SQLite file (created with mode 0600), or \
 postgres://USER@HOST:PORT/DB for PostgreSQL (a Unix socket directory goes percent-encoded in \
@@ -30,15 +35,24 @@ share one PostgreSQL database (and one --ca-dir).";
 
 #[derive(Subcommand, Debug)]
 pub enum GatewayCommand {
-    /// Serve the gateway over HTTP: bootstrap (210–260), validity checks, billing (910/920).
+    /// Serve the gateway over HTTPS: bootstrap (210–260), validity checks, billing (910/920),
+    /// and the operator's endpoints.
     #[command(after_help = "\
 The CA key and certificate live in --ca-dir (created on first start: ca-key.pem with mode
 0600, ca.pem for sellers and phones). K comes from --triplets GSM triplets (2-4) on the gsm
 path, or from one AKA quintet (CK‖IK, GBA-style) on the usim path. docs/pki-messages.md
 describes every message.
 
+TLS: unless --tls names an identity, the gateway issues itself a server certificate (for
+every --host) and a client certificate (role gateway, to reach the AuC) from its own CA at
+each start. Who may call what: phones (no certificate) bootstrap; sellers (role seller) check
+certificates and bill their own records; operators (role operator) add sellers, revoke and
+read CDRs. `simlab gateway issue` makes those certificates.
+
 Example:
-  simlab gateway serve --db gw.sqlite --ca-dir gw-ca --auc http://127.0.0.1:8220")]
+  simlab gateway issue --ca-dir gw-ca --role server --name auc --out auc-tls
+  simlab auc serve --db auc.sqlite --tls auc-tls --profile fixtures/cards/demo-usim.toml &
+  simlab gateway serve --db gw.sqlite --ca-dir gw-ca --auc https://127.0.0.1:8220")]
     Serve {
         #[arg(long, value_name = "FILE|URL", long_help = DB_HELP)]
         db: String,
@@ -66,10 +80,57 @@ Example:
         /// Threads that verify a batch's signatures (default: one per CPU).
         #[arg(long, value_name = "N")]
         verify_threads: Option<usize>,
+        /// A host name or IP address for the self-issued server certificate; repeat for
+        /// several (default: localhost and 127.0.0.1).
+        #[arg(long = "host", value_name = "NAME|IP")]
+        hosts: Vec<String>,
+        /// The CA that certified the AuC, if it is not this gateway's own (PEM).
+        #[arg(long, value_name = "FILE", value_parser = crate::cli::file_arg)]
+        auc_ca: Option<PathBuf>,
+        #[command(flatten)]
+        tls: ServeTlsArgs,
         /// Test fault: exit right after committing this many billed records.
         #[cfg(feature = "test-faults")]
         #[arg(long, value_name = "N", hide = true)]
         exit_after_records: Option<u64>,
+    },
+    /// Issue a TLS certificate and key from the gateway's CA: for a server (AuC, seller,
+    /// gateway), a seller, a gateway reaching the AuC, or an operator.
+    #[command(after_help = "\
+Writes OUT/cert.pem, OUT/key.pem (mode 0600; the key is never printed) and OUT/ca.pem: the
+directory that --tls of the serving commands and of `simlab seller` takes. The role goes
+into the subject (OU) and decides the extended key usage: server → serverAuth; seller →
+serverAuth + clientAuth (a seller serves buyers and is a client of the gateway); gateway →
+clientAuth + serverAuth; operator → clientAuth. The name (CN) is what the access rules
+check: a seller's certificate bills that seller id's records only.
+
+Examples:
+  simlab gateway issue --ca-dir gw-ca --role server --name auc --out auc-tls
+  simlab gateway issue --ca-dir gw-ca --role seller --name cafe-1 --out cafe-tls
+  simlab gateway issue --ca-dir gw-ca --role operator --name alice --out ops-tls")]
+    Issue {
+        /// Directory of the CA key and certificate (created if missing, as `serve` does).
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// The operator's name in the CA's subject, when the CA is created now.
+        #[arg(long, value_name = "NAME", default_value = "simlab")]
+        organization: String,
+        /// What the certificate is for.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The holder's name (CN): a seller id, a server or operator name.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// A host name or IP address the server answers on; repeat for several (default:
+        /// localhost and 127.0.0.1).
+        #[arg(long = "host", value_name = "NAME|IP")]
+        hosts: Vec<String>,
+        /// Lifetime in days.
+        #[arg(long, value_name = "DAYS", default_value_t = 365)]
+        days: u64,
+        /// The directory to write (created with mode 0700; an existing key is not overwritten).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Register a seller: only registered sellers may submit accounting records.
     AddSeller {
@@ -108,6 +169,49 @@ Example:
     Bench(super::pki_bench::BenchArgs),
 }
 
+/// The roles a TLS certificate can have.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RoleArg {
+    Server,
+    Seller,
+    Gateway,
+    Operator,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Server => Role::Server,
+            RoleArg::Seller => Role::Seller,
+            RoleArg::Gateway => Role::Gateway,
+            RoleArg::Operator => Role::Operator,
+        }
+    }
+}
+
+/// The names a self-issued server certificate carries.
+fn server_hosts(hosts: &[String], listen: &str) -> Vec<String> {
+    let mut out: Vec<String> = if hosts.is_empty() {
+        vec!["localhost".into(), "127.0.0.1".into()]
+    } else {
+        hosts.to_vec()
+    };
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>()
+        && !addr.ip().is_unspecified()
+        && !out.contains(&addr.ip().to_string())
+    {
+        out.push(addr.ip().to_string());
+    }
+    out
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if !valid_id(name) {
+        return Err(Error::arg("--name", "1-64 characters of A-Z a-z 0-9 . _ -"));
+    }
+    Ok(())
+}
+
 fn store_err(e: StoreError) -> Error {
     Error::arg("--db", e.to_string())
 }
@@ -127,19 +231,57 @@ pub fn run(out: &Output, global: &Global, cmd: &GatewayCommand) -> Result<i32> {
             naf_fqdn,
             max_validity,
             verify_threads,
+            hosts,
+            auc_ca,
+            tls,
             #[cfg(feature = "test-faults")]
             exit_after_records,
         } => {
-            let auc = url_arg("--auc", auc)?;
             if !(2..=4).contains(triplets) {
                 return Err(Error::arg("--triplets", "2 to 4: K needs at least two Kc"));
             }
             if organization.is_empty() || organization.len() > 64 {
                 return Err(Error::arg("--organization", "1 to 64 characters"));
             }
-            let pool = Pool::new(store::opener(db).map_err(store_err)?);
             let ca = Ca::load_or_create(ca_dir, organization)
                 .map_err(|e| Error::arg("--ca-dir", e.to_string()))?;
+            let ca_der = ca.certificate().der.clone();
+            // The AuC link is mutual: this gateway's own client certificate, and the AuC's
+            // server certificate checked against this CA (or --auc-ca).
+            let issue = |role: Role, hosts: &[String]| {
+                ca.issue_tls(role, "gateway", hosts, TLS_SELF_VALIDITY)
+                    .map_err(|e| Error::arg("--ca-dir", e.to_string()))
+            };
+            let client_identity = issue(Role::Gateway, &[])?;
+            let anchors = match auc_ca {
+                Some(path) => {
+                    ClientTls::pinned(path)
+                        .map_err(|e| Error::arg("--auc-ca", e.to_string()))?
+                        .anchors
+                }
+                None => vec![ca_der.clone().into()],
+            };
+            let auc_tls = ClientTls {
+                anchors,
+                identity: Some(Identity::from_der(
+                    client_identity.certificate_der.clone(),
+                    client_identity.key_pkcs8_der.to_vec(),
+                    vec![ca_der.clone()],
+                )),
+            };
+            let auc = service_url("--auc", auc, Some(&auc_tls), tls.insecure_http)?;
+            let server_tls = tls.server_tls(|| {
+                let own = issue(Role::Server, &server_hosts(hosts, listen))?;
+                let identity = Identity::from_der(
+                    own.certificate_der.clone(),
+                    own.key_pkcs8_der.to_vec(),
+                    vec![ca_der.clone()],
+                );
+                ServerTls::new(&identity, &identity.ca)
+                    .map(Some)
+                    .map_err(|e| Error::arg("--ca-dir", e.to_string()))
+            })?;
+            let pool = Pool::new(store::opener(db).map_err(store_err)?);
             let mut config = GatewayConfig::new(auc);
             config.triplets = *triplets;
             config.naf_fqdn = naf_fqdn.clone();
@@ -162,7 +304,65 @@ pub fn run(out: &Output, global: &Global, cmd: &GatewayCommand) -> Result<i32> {
                 listen,
                 limits,
                 Arc::new(move |req| gw.handle(req)),
+                server_tls,
             )
+        }
+        GatewayCommand::Issue {
+            ca_dir,
+            organization,
+            role,
+            name,
+            hosts,
+            days,
+            out: dir,
+        } => {
+            check_name(name)?;
+            if !(1..=3650).contains(days) {
+                return Err(Error::arg("--days", "1 to 3650"));
+            }
+            if dir.join(KEY_FILE).exists() {
+                return Err(Error::arg(
+                    "--out",
+                    format!(
+                        "{} holds a key already; choose another directory",
+                        dir.display()
+                    ),
+                ));
+            }
+            let ca = Ca::load_or_create(ca_dir, organization)
+                .map_err(|e| Error::arg("--ca-dir", e.to_string()))?;
+            let role = Role::from(*role);
+            let hosts = if hosts.is_empty()
+                && matches!(role, Role::Server | Role::Seller | Role::Gateway)
+            {
+                server_hosts(&[], "")
+            } else {
+                hosts.clone()
+            };
+            let identity = ca
+                .issue_tls(role, name, &hosts, days * 86_400)
+                .map_err(|e| Error::arg("--ca-dir", e.to_string()))?;
+            identity
+                .write(dir, ca.certificate())
+                .map_err(|e| Error::arg("--out", e.to_string()))?;
+            let serial = Certificate::from_der(&identity.certificate_der)
+                .map(|c| c.serial_hex())
+                .unwrap_or_default();
+            out.result(
+                &format!(
+                    "issued {} certificate for {name} (serial {serial}) in {}: cert.pem, key.pem (0600), ca.pem\n",
+                    role.as_str(),
+                    dir.display()
+                ),
+                &json!({
+                    "role": role.as_str(),
+                    "name": name,
+                    "serial": serial,
+                    "hosts": hosts,
+                    "dir": dir.display().to_string(),
+                }),
+            )?;
+            Ok(0)
         }
         GatewayCommand::AddSeller {
             db,

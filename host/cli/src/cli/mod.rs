@@ -115,9 +115,51 @@ pub struct Global {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Say more on stderr about what happens.
+    /// Say more on stderr about what happens (-v: details and info logs, -vv: debug logs).
+    /// RUST_LOG, when set, chooses the log levels instead (e.g. RUST_LOG=simlab_services=debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// How the logs of servers and emulators look on stderr: `text` for people (with
+    /// timestamps), `json` (one object per line) for log collectors.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// See `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up `tracing` for the process: servers and emulators log at `info` by default (an
+/// operator wants to see each request), one-shot commands only warnings unless `-v`.
+fn init_logs(global: &Global, service: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (global.verbose, service) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
+        _ => "debug",
+    };
+    // Our crates at the chosen level, the libraries below one notch quieter (hyper and rustls
+    // at info are noise for an operator).
+    let directives = format!(
+        "warn,simlab={default},simlab_services={default},simlab_emulate={default},simlab_card={default},simlab_modem={default}"
+    );
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match global.log_format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
 }
 
 #[derive(Subcommand, Debug)]
@@ -220,6 +262,14 @@ pub fn main() -> i32 {
             return e.exit_code();
         }
     };
+    let service = matches!(
+        cli.command,
+        Command::Auc(auc::AucCommand::Serve { .. })
+            | Command::Gateway(gateway::GatewayCommand::Serve { .. })
+            | Command::Seller(seller::SellerCommand::Serve { .. })
+            | Command::Emulate(_)
+    );
+    init_logs(&cli.global, service);
     let out = Output {
         json: cli.global.json,
         verbose: cli.global.verbose,
@@ -261,6 +311,15 @@ pub fn main() -> i32 {
 pub fn file_arg(s: &str) -> std::result::Result<PathBuf, String> {
     let path = PathBuf::from(s);
     simlab_services::db::check_file_path(&path).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// An existing directory (a TLS identity): refused at parse time, exit 2, when it is not one.
+pub fn dir_arg(s: &str) -> std::result::Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if !path.is_dir() {
+        return Err(format!("{s}: not a directory"));
+    }
     Ok(path)
 }
 

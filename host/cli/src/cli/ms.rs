@@ -1,7 +1,9 @@
 //! `simlab ms enroll`: the mobile station obtains a certificate for its token's key from the
 //! gateway (seed 000, messages 210–260), through whichever transport reaches the card.
 
-use super::pki::{STATE_HELP, open_card, open_token, pin_arg, read_imsi, url_arg};
+use super::pki::{
+    ClientTlsArgs, STATE_HELP, open_card, open_token, pin_arg, read_imsi, service_url,
+};
 use super::{Global, Output};
 use clap::Subcommand;
 use serde_json::json;
@@ -27,8 +29,8 @@ gateway's CA). A forged gateway aborts the enrollment with exit status 1.
 The token needs a key: one is generated if it has none (--new-key replaces it).
 
 Example:
-  simlab --emulate fixtures/cards/demo-usim.toml ms enroll --gateway http://127.0.0.1:8210 \\
-      --pin 0000 --sim-pin 1234 --alias alice --limit 2000 --state /tmp/phone.state")]
+  simlab --emulate fixtures/cards/demo-usim.toml ms enroll --gateway https://127.0.0.1:8210 \\
+      --ca gw-ca/ca.pem --pin 0000 --sim-pin 1234 --alias alice --limit 2000 --state /tmp/phone.state")]
     Enroll(EnrollArgs),
 }
 
@@ -67,9 +69,10 @@ pub struct EnrollArgs {
     /// Generate a new key on the token first (its old certificate goes with the old key).
     #[arg(long)]
     new_key: bool,
-    /// Trust only this gateway CA certificate (PEM); default: the one the gateway sends.
-    #[arg(long, value_name = "FILE")]
-    ca: Option<PathBuf>,
+    /// The operator's CA certificate (PEM): the gateway's TLS certificate and the issued
+    /// certificate must both come from it.
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     /// Also write the certificate (PEM) to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -86,7 +89,13 @@ pub enum PathArg {
 pub fn run(out: &Output, global: &Global, cmd: &MsCommand) -> Result<i32> {
     let MsCommand::Enroll(a) = cmd;
     // Every argument is checked before the card or the network is touched.
-    let gateway = url_arg("--gateway", &a.gateway)?;
+    let client_tls = a.tls.client_tls()?;
+    let gateway = service_url(
+        "--gateway",
+        &a.gateway,
+        client_tls.as_ref(),
+        a.tls.insecure_http,
+    )?;
     let pin = pin_arg("--pin", &a.pin)?;
     let sim_pin = a
         .sim_pin
@@ -108,16 +117,18 @@ pub fn run(out: &Output, global: &Global, cmd: &MsCommand) -> Result<i32> {
     {
         return Err(Error::arg("--alias", "at most 64 bytes of printable text"));
     }
-    let ca =
-        a.ca.as_ref()
-            .map(|p| {
-                std::fs::read_to_string(p)
-                    .map_err(|e| Error::arg("--ca", format!("{}: {e}", p.display())))
-                    .and_then(|pem| {
-                        Certificate::from_pem(&pem).map_err(|e| Error::arg("--ca", e.to_string()))
-                    })
-            })
-            .transpose()?;
+    let ca = a
+        .tls
+        .ca
+        .as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map_err(|e| Error::arg("--ca", format!("{}: {e}", p.display())))
+                .and_then(|pem| {
+                    Certificate::from_pem(&pem).map_err(|e| Error::arg("--ca", e.to_string()))
+                })
+        })
+        .transpose()?;
     let request = EnrollRequest {
         gateway,
         path: match a.path {

@@ -2,13 +2,15 @@
 //! 610–640), keeps accounting records, and bills them through the gateway in batches
 //! (910/920).
 
-use super::pki::{serve, url_arg};
+use super::pki::{ServeTlsArgs, serve, service_url, tls_required};
 use super::{Global, Output};
 use clap::Subcommand;
 use serde_json::json;
 use simlab_card::error::{Error, Result};
+use simlab_services::http::Role;
 use simlab_services::http::client::{self, Url};
 use simlab_services::http::server::Limits;
+use simlab_services::http::tls::{CA_FILE, ClientTls, ServerTls};
 use simlab_services::pki::invoice::valid_id;
 use simlab_services::pki::messages::{CaResponse, CatalogueItem, SubmitReport};
 use simlab_services::pki::restrictions::money;
@@ -36,8 +38,9 @@ submit`.
 
 Example:
   simlab gateway add-seller --db gw.sqlite --seller-id cafe-1
-  simlab seller serve --db cafe.sqlite --gateway http://127.0.0.1:8210 --seller-id cafe-1 \\
-      --item coffee=350 --item cake=420")]
+  simlab gateway issue --ca-dir gw-ca --role seller --name cafe-1 --out cafe-tls
+  simlab seller serve --db cafe.sqlite --gateway https://127.0.0.1:8210 --seller-id cafe-1 \\
+      --tls cafe-tls --item coffee=350 --item cake=420")]
     Serve {
         /// The seller's database (SQLite).
         #[arg(long, value_name = "FILE")]
@@ -64,9 +67,14 @@ Example:
         /// Accounting records per 910 message.
         #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH)]
         batch_size: usize,
-        /// The gateway's CA certificate (PEM); default: fetched from the gateway.
+        /// The CA that certifies buyers (PEM); default: the ca.pem of the --tls identity
+        /// (with --insecure-http: fetched from the gateway).
         #[arg(long, value_name = "FILE")]
         ca: Option<PathBuf>,
+        /// The seller's identity (`simlab gateway issue --role seller --name ID`): it serves
+        /// buyers with it and presents it to the gateway (mutual TLS).
+        #[command(flatten)]
+        tls: ServeTlsArgs,
     },
     /// Bill what waits now (910/920) and report each record's fate.
     Submit {
@@ -78,6 +86,9 @@ Example:
         seller_id: String,
         #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH)]
         batch_size: usize,
+        /// The seller's identity, presented to the gateway (mutual TLS).
+        #[command(flatten)]
+        tls: ServeTlsArgs,
     },
     /// List the sales and their billing state.
     Sales {
@@ -137,6 +148,39 @@ fn seller_id_arg(id: &str) -> Result<()> {
     }
 }
 
+/// The gateway's URL with the seller's identity on the link, and the seller's own server TLS.
+/// The identity must be a seller's, for this seller id: the gateway would refuse any other.
+fn gateway_link(
+    gateway: &str,
+    seller_id: &str,
+    tls: &ServeTlsArgs,
+) -> Result<(Url, Option<ServerTls>)> {
+    let client = match &tls.tls {
+        Some(dir) => {
+            let client = ClientTls::mutual(dir).map_err(|e| Error::arg("--tls", e.to_string()))?;
+            match client.identity.as_ref().and_then(|i| i.peer()) {
+                Some(peer) if peer.role == Role::Seller && peer.name == seller_id => {}
+                Some(peer) => {
+                    return Err(Error::arg(
+                        "--tls",
+                        format!(
+                            "the certificate is for {} {:?}, not seller {seller_id:?}",
+                            peer.role.as_str(),
+                            peer.name
+                        ),
+                    ));
+                }
+                None => return Err(Error::arg("--tls", "the certificate names no role")),
+            }
+            Some(client)
+        }
+        None => None,
+    };
+    let url = service_url("--gateway", gateway, client.as_ref(), tls.insecure_http)?;
+    let server = tls.server_tls(tls_required)?;
+    Ok((url, server))
+}
+
 /// The gateway's CA certificate: from a file, or from the gateway itself.
 fn ca(gateway: &Url, file: Option<&Path>) -> Result<Certificate> {
     let pem = match file {
@@ -189,11 +233,15 @@ pub fn run(out: &Output, _global: &Global, cmd: &SellerCommand) -> Result<i32> {
             submit_every,
             batch_size,
             ca: ca_file,
+            tls,
         } => {
             seller_id_arg(seller_id)?;
-            let gateway = url_arg("--gateway", gateway)?;
+            let (gateway, server_tls) = gateway_link(gateway, seller_id, tls)?;
             let catalogue = catalogue(items, currency)?;
             let sales = open(db)?;
+            let ca_file = ca_file
+                .clone()
+                .or_else(|| tls.tls.as_ref().map(|d| d.join(CA_FILE)));
             let ca = ca(&gateway, ca_file.as_deref())?;
             for i in &catalogue {
                 out.detail(&format!(
@@ -224,9 +272,11 @@ pub fn run(out: &Output, _global: &Global, cmd: &SellerCommand) -> Result<i32> {
                             &s.config.seller_id,
                             s.config.batch_size,
                         ) {
-                            Ok(r) if r.submitted > 0 => eprint!("seller: {}", report_text(&r)),
+                            Ok(r) if r.submitted > 0 => {
+                                tracing::info!("billing: {}", report_text(&r).trim_end())
+                            }
                             Ok(_) => {}
-                            Err(e) => eprintln!("seller: billing: {e}"),
+                            Err(e) => tracing::warn!("billing: {e}"),
                         }
                     }
                 });
@@ -237,6 +287,7 @@ pub fn run(out: &Output, _global: &Global, cmd: &SellerCommand) -> Result<i32> {
                 listen,
                 Limits::default(),
                 Arc::new(move |req| seller.handle(req)),
+                server_tls,
             )
         }
         SellerCommand::Submit {
@@ -244,9 +295,10 @@ pub fn run(out: &Output, _global: &Global, cmd: &SellerCommand) -> Result<i32> {
             gateway,
             seller_id,
             batch_size,
+            tls,
         } => {
             seller_id_arg(seller_id)?;
-            let gateway = url_arg("--gateway", gateway)?;
+            let (gateway, _) = gateway_link(gateway, seller_id, tls)?;
             let sales = std::sync::Mutex::new(open(db)?);
             let report = billing::submit(&sales, &gateway, seller_id, (*batch_size).max(1))
                 .map_err(|what| Error::Mismatch { what })?;

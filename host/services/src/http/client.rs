@@ -1,29 +1,39 @@
-//! A blocking HTTP/1.1 client for JSON on loopback: one connection per request, a timeout on
-//! connect and on every read and write, and an answer size limit.
+//! The one blocking HTTP client of the CLI roles and the tests: ureq over rustls, with the
+//! operator CA pinned, an overall deadline per request, an answer size limit, and connections
+//! kept alive between requests to the same service.
+//!
+//! A [`Url`] is a base URL plus how to trust it: `https://` works only once [`Url::with_tls`]
+//! has pinned a CA (there is no fallback to the web's CAs: simlab's services are certified by
+//! their operator's CA), `http://` only where the caller allowed plain HTTP.
 
 use super::ApiError;
+use super::tls::ClientTls;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io;
 use std::time::Duration;
 
 /// How long to wait for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long any single read or write may block. A billing batch of 10 000 records verifies in
-/// about a second; this leaves a wide margin.
+/// How long a whole request may take, answer included. A billing batch of 1 000 records
+/// verifies in well under a second; this leaves a wide margin.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest answer accepted.
-const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
 
 /// Why a request got no usable answer.
 #[derive(Debug)]
 pub enum ClientError {
-    /// The URL is not `http://HOST:PORT/…`.
+    /// The URL is not `http(s)://HOST[:PORT][/PATH]`.
     BadUrl(String),
+    /// An `https://` URL with no CA to trust it by (`--ca`).
+    NoTrust(String),
     /// No connection: nothing listens there, or it timed out.
     Connect { addr: String, source: io::Error },
+    /// The TLS handshake failed: a server certificate from another CA, an expired one, or the
+    /// server refused this client's certificate.
+    Tls { addr: String, reason: String },
     /// The connection broke or timed out mid-exchange: the request may or may not have been
     /// processed (a billing batch must be resubmitted; the gateway's answer then says which
     /// records were billed before).
@@ -37,10 +47,17 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::BadUrl(url) => write!(f, "bad URL {url:?}: expected http://HOST:PORT/…"),
+            ClientError::BadUrl(url) => {
+                write!(f, "bad URL {url:?}: expected https://HOST:PORT/…")
+            }
+            ClientError::NoTrust(url) => write!(
+                f,
+                "{url}: no CA to check the server's certificate with (give --ca FILE)"
+            ),
             ClientError::Connect { addr, source } => {
                 write!(f, "cannot connect to {addr}: {source}")
             }
+            ClientError::Tls { addr, reason } => write!(f, "TLS with {addr} failed: {reason}"),
             ClientError::Io { addr, source } => {
                 write!(f, "connection to {addr} failed mid-request: {source}")
             }
@@ -54,44 +71,117 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
-/// A base URL split into what a request needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `http` or `https`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// A service's base URL, and the client that reaches it (its TLS trust and identity, its
+/// pool of kept-alive connections).
+#[derive(Clone)]
 pub struct Url {
-    /// `HOST:PORT` for the Host header and messages.
+    pub scheme: Scheme,
+    /// `HOST:PORT` for messages.
     pub authority: String,
     /// The path prefix without a trailing slash (often empty).
     pub base_path: String,
+    agent: Option<ureq::Agent>,
+}
+
+impl fmt::Debug for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self)
+    }
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        write!(f, "{scheme}://{}{}", self.authority, self.base_path)
+    }
+}
+
+impl PartialEq for Url {
+    fn eq(&self, other: &Url) -> bool {
+        (self.scheme, &self.authority, &self.base_path)
+            == (other.scheme, &other.authority, &other.base_path)
+    }
+}
+
+impl Eq for Url {}
+
+fn agent(tls: Option<&ClientTls>) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder()
+        .timeout_global(Some(IO_TIMEOUT))
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent(concat!("simlab/", env!("CARGO_PKG_VERSION")));
+    if let Some(tls) = tls {
+        config = config.tls_config(tls.ureq());
+    }
+    config.build().into()
 }
 
 impl Url {
-    /// Parses `http://HOST[:PORT][/PATH]`. `https` is refused: simlab's roles speak plain
-    /// HTTP on loopback (see docs/pki-messages.md).
+    /// Parses `https://HOST[:PORT][/PATH]` or `http://…`. Whether plain HTTP is acceptable
+    /// is the caller's decision ([`Url::is_plain`]); an `https` URL needs [`Url::with_tls`].
     pub fn parse(url: &str) -> Result<Url, ClientError> {
         let bad = || ClientError::BadUrl(url.to_string());
-        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let (scheme, rest, default_port) = if let Some(rest) = url.strip_prefix("https://") {
+            (Scheme::Https, rest, 443)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (Scheme::Http, rest, 80)
+        } else {
+            return Err(bad());
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
+        if authority.is_empty()
+            || authority.contains(['@', ' ', '?', '#'])
+            || path.contains(['?', '#', ' '])
+        {
             return Err(bad());
         }
         let port_ok = |p: &str| p.parse::<u16>().is_ok();
         let authority = match authority.strip_prefix('[').and_then(|a| a.split_once(']')) {
             // An IPv6 literal, with or without a port.
-            Some((_, "")) => format!("{authority}:80"),
+            Some((_, "")) => format!("{authority}:{default_port}"),
             Some((_, port)) if port.strip_prefix(':').is_some_and(port_ok) => authority.into(),
             Some(_) => return Err(bad()),
             None => match authority.split_once(':') {
-                None => format!("{authority}:80"),
+                None => format!("{authority}:{default_port}"),
                 Some((host, port)) if !host.is_empty() && port_ok(port) => authority.into(),
                 Some(_) => return Err(bad()),
             },
         };
         Ok(Url {
+            scheme,
             authority,
             base_path: path.trim_end_matches('/').to_string(),
+            agent: (scheme == Scheme::Http).then(|| agent(None)),
         })
+    }
+
+    /// The same URL, its server checked against `tls`'s CA and, when `tls` has an identity,
+    /// this client presenting it (mutual TLS).
+    pub fn with_tls(mut self, tls: &ClientTls) -> Url {
+        if self.scheme == Scheme::Https {
+            self.agent = Some(agent(Some(tls)));
+        }
+        self
+    }
+
+    /// Plain HTTP: allowed only behind `--insecure-http`.
+    pub fn is_plain(&self) -> bool {
+        self.scheme == Scheme::Http
     }
 
     /// The full path for `path` (which starts with `/`).
@@ -107,6 +197,51 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+fn ureq_error(addr: &str, e: ureq::Error) -> ClientError {
+    let addr = addr.to_string();
+    match e {
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => ClientError::Connect {
+            addr,
+            source: io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()),
+        },
+        ureq::Error::Timeout(t) => ClientError::Io {
+            addr,
+            source: io::Error::new(io::ErrorKind::TimedOut, format!("timed out ({t})")),
+        },
+        ureq::Error::Io(source) if source.kind() == io::ErrorKind::ConnectionRefused => {
+            ClientError::Connect { addr, source }
+        }
+        // rustls reports a refused certificate through the I/O error it returns.
+        ureq::Error::Io(source)
+            if source
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+        {
+            ClientError::Tls {
+                addr,
+                reason: source.to_string(),
+            }
+        }
+        ureq::Error::Io(source) => ClientError::Io { addr, source },
+        ureq::Error::Rustls(e) => ClientError::Tls {
+            addr,
+            reason: e.to_string(),
+        },
+        ureq::Error::Tls(reason) => ClientError::Tls {
+            addr,
+            reason: reason.to_string(),
+        },
+        ureq::Error::BodyExceedsLimit(n) => ClientError::Malformed {
+            addr,
+            reason: format!("answer larger than {n} bytes"),
+        },
+        other => ClientError::Io {
+            addr,
+            source: io::Error::other(other.to_string()),
+        },
+    }
+}
+
 /// Sends one request and reads the whole answer, whatever its status.
 pub fn request(
     base: &Url,
@@ -115,112 +250,37 @@ pub fn request(
     body: Option<&[u8]>,
 ) -> Result<Answer, ClientError> {
     let addr = &base.authority;
-    let connect = |source| ClientError::Connect {
-        addr: addr.clone(),
-        source,
+    let agent = base
+        .agent
+        .as_ref()
+        .ok_or_else(|| ClientError::NoTrust(base.to_string()))?;
+    let scheme = match base.scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
     };
-    let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(connect)?.collect();
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-    let mut stream = None;
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = e,
-        }
-    }
-    let mut stream = stream.ok_or_else(|| connect(last))?;
-    let io = |source| ClientError::Io {
-        addr: addr.clone(),
-        source,
+    let target = format!("{scheme}://{addr}{}", base.path(path));
+    let builder = ureq::http::Request::builder()
+        .method(method)
+        .uri(&target)
+        .header("accept", "application/json");
+    let built = match body {
+        Some(body) => builder
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .map(|r| agent.run(r)),
+        None => builder.body(()).map(|r| agent.run(r)),
     };
-    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
-    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
-    let _ = stream.set_nodelay(true);
-    let body = body.unwrap_or_default();
-    let mut head = format!(
-        "{method} {} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n",
-        base.path(path)
-    );
-    if method != "GET" || !body.is_empty() {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    head.push_str("\r\n");
-    let mut message = head.into_bytes();
-    message.extend_from_slice(body);
-    stream.write_all(&message).map_err(io)?;
-    stream.flush().map_err(io)?;
-    let mut raw = Vec::new();
-    (&mut stream)
-        .take(MAX_RESPONSE as u64 + 1)
-        .read_to_end(&mut raw)
-        .map_err(io)?;
-    parse_answer(addr, &raw)
-}
-
-fn parse_answer(addr: &str, raw: &[u8]) -> Result<Answer, ClientError> {
-    let malformed = |reason: String| ClientError::Malformed {
-        addr: addr.to_string(),
-        reason,
-    };
-    if raw.len() > MAX_RESPONSE {
-        return Err(malformed(format!(
-            "answer larger than {MAX_RESPONSE} bytes"
-        )));
-    }
-    if raw.is_empty() {
-        return Err(ClientError::Io {
-            addr: addr.to_string(),
-            source: io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the server closed the connection without answering",
-            ),
-        });
-    }
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| malformed("no end of headers".into()))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| malformed("non-ASCII head".into()))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .filter(|_| status_line.starts_with("HTTP/1."))
-        .ok_or_else(|| malformed(format!("bad status line {status_line:?}")))?;
-    let mut length = None;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse::<usize>().ok();
-        }
-    }
-    let body = &raw[end + 4..];
-    let body = match length {
-        Some(n) if body.len() < n => {
-            return Err(ClientError::Io {
-                addr: addr.to_string(),
-                source: io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("the answer ended after {} of {n} bytes", body.len()),
-                ),
-            });
-        }
-        Some(n) => &body[..n],
-        None => body,
-    };
-    Ok(Answer {
-        status,
-        body: body.to_vec(),
-    })
+    let mut response = built
+        .map_err(|_| ClientError::BadUrl(target.clone()))?
+        .map_err(|e| ureq_error(addr, e))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE)
+        .read_to_vec()
+        .map_err(|e| ureq_error(addr, e))?;
+    Ok(Answer { status, body })
 }
 
 /// Turns an answer into `T` when its status is 2xx, else into [`ClientError::Status`] with the
@@ -278,39 +338,34 @@ mod tests {
 
     #[test]
     fn urls() {
-        let u = Url::parse("http://127.0.0.1:8080").unwrap();
+        let u = Url::parse("https://127.0.0.1:8080").unwrap();
         assert_eq!(u.authority, "127.0.0.1:8080");
         assert_eq!(u.path("/v1/x"), "/v1/x");
+        assert!(!u.is_plain());
         let u = Url::parse("http://localhost/api/").unwrap();
         assert_eq!(u.authority, "localhost:80");
         assert_eq!(u.path("/v1/x"), "/api/v1/x");
-        assert_eq!(Url::parse("http://[::1]:9").unwrap().authority, "[::1]:9");
+        assert!(u.is_plain());
+        assert_eq!(Url::parse("https://h").unwrap().authority, "h:443");
+        assert_eq!(Url::parse("https://[::1]:9").unwrap().authority, "[::1]:9");
         for bad in [
-            "https://x:1",
+            "ftp://x:1",
             "x:1",
-            "http://",
-            "http://a:b",
-            "http://u@h:1",
+            "https://",
+            "https://a:b",
+            "https://u@h:1",
+            "https://h/p?q",
         ] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn answers() {
-        let a = parse_answer(
-            "x",
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 37\r\n\r\n{\"error\":\"unknown_imsi\",\"detail\":\"d\"}",
-        )
-        .unwrap();
-        assert_eq!(a.status, 404);
-        match decode::<serde_json::Value>("x", a) {
-            Err(ClientError::Status(e)) => {
-                assert_eq!((e.status, e.code.as_str()), (404, "unknown_imsi"))
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(parse_answer("x", b"").is_err());
-        assert!(parse_answer("x", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());
+    fn https_without_a_pinned_ca_is_refused_before_connecting() {
+        let u = Url::parse("https://127.0.0.1:9").unwrap();
+        assert!(matches!(
+            request(&u, "GET", "/", None),
+            Err(ClientError::NoTrust(_))
+        ));
     }
 }

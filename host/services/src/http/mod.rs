@@ -1,17 +1,14 @@
-//! A small HTTP/1.1 for simlab's network roles (AuC, gateway, seller): a blocking server with
-//! a thread per connection and hard limits, and a blocking client for JSON requests.
+//! The HTTPS stack of simlab's network roles: [`server`] (hyper and axum on tokio, with limits
+//! on everything a client controls), [`client`] (ureq, blocking, for the CLI roles and the
+//! tests), [`tls`] (rustls identities, the pinned operator CA, who a client certificate is).
 //!
-//! Why hand-written: the roles exchange a handful of JSON messages on loopback, and what matters
-//! is control over the failure modes — a header or body size limit, read and write timeouts, a
-//! cap on connections, an answer to every malformed request — not features. There is no TLS:
-//! the roles listen on loopback, and a deployment would put them behind a TLS terminator
-//! (docs/pki-messages.md says so).
-//!
-//! One request per connection (`Connection: close`): loopback connections cost microseconds and
-//! the server never has to guess whether a client will send another request.
+//! The roles themselves see only [`Request`] and [`Response`]: a role's logic is a plain
+//! function that can be tested without a socket, and the access rules read
+//! [`Request::client`], which the TLS layer fills from a verified certificate.
 
 pub mod client;
 pub mod server;
+pub mod tls;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -48,8 +45,9 @@ pub enum Role {
     Gateway,
     /// The operator's staff and tools: add sellers, revoke, list CDRs.
     Operator,
-    /// A server (AuC, gateway, seller, the seeds' servers): the TLS server side, and the
-    /// client side of server-to-server links between operators.
+    /// A server (AuC, gateway, seller, the seeds' servers): the TLS server side only
+    /// (serverAuth). Links between operators' servers will want a role of their own with
+    /// clientAuth, named for what the peer may do.
     Server,
 }
 
@@ -106,6 +104,46 @@ impl Request {
         }
         serde_json::from_slice(&self.body)
             .map_err(|e| ApiError::bad_request("malformed_json", format!("request body: {e}")))
+    }
+
+    /// The authenticated client, if its certificate has one of `roles`; otherwise the 403 that
+    /// says what was missing. Plain HTTP has no client certificate, so it always gets the 403.
+    pub fn require(&self, roles: &[Role]) -> Result<&Peer, ApiError> {
+        let wanted = roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let article = if wanted.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        match &self.client {
+            Some(peer) if roles.contains(&peer.role) => Ok(peer),
+            Some(peer) => Err(ApiError::new(
+                403,
+                "wrong_role",
+                format!(
+                    "this needs {article} {wanted} certificate; {:?}'s is for role {}",
+                    peer.name,
+                    peer.role.as_str()
+                ),
+            )),
+            None => Err(ApiError::new(
+                403,
+                "client_certificate_required",
+                format!("this needs {article} {wanted} client certificate (mutual TLS)"),
+            )),
+        }
+    }
+
+    /// The value of `name` in the query string (no percent-decoding: simlab's ids need none).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.as_deref()?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
     }
 
     /// The path split into its non-empty segments.

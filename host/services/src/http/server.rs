@@ -1,30 +1,60 @@
-//! The HTTP/1.1 server: one thread per connection, one request per connection, and limits on
-//! everything a client controls (header size, body size, time, number of connections).
+//! The HTTPS server every role runs: hyper under axum on tokio, rustls, and limits on all a
+//! client controls.
 //!
-//! Every malformed request gets an answer with the right status (400, 411, 413, 431, 501,
-//! 505) rather than a dropped connection, so a client always learns what it did wrong.
+//! A role's logic stays a plain blocking function ([`Handler`]): it talks to SQLite or
+//! PostgreSQL and verifies signatures, which is blocking work in any case, so it runs on
+//! tokio's blocking pool while connections — however many, however slow — cost only a task
+//! each. Roles that wait on something (a page waiting for a phone) add async axum routes with
+//! [`Server::run_router`], which hold no thread while they wait.
+//!
+//! What a client can cost: a TLS handshake must finish within `handshake_timeout` and the
+//! request head within `header_timeout` (slowloris); the head is at most `max_head` bytes
+//! (431), the body `max_body` (413) and must arrive within `request_timeout` (408); at most
+//! `max_in_flight` handler calls run at once (503 `busy` beyond, never a queue that grows);
+//! at most `max_connections` connections are open (more are closed at once).
+//!
+//! Every request gets an id, in the log and in the `x-request-id` answer header. A 5xx answer
+//! keeps its error code but its detail goes to the log only: clients learn the request id,
+//! not database error text.
 
-use super::{ApiError, Request, Response, reason};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use super::tls::{ServerTls, peer_of};
+use super::{ApiError, Peer, Request, Response};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, oneshot};
+use tower::ServiceExt;
+use tracing::Instrument;
 
 /// What a client may cost the server.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Request line plus headers, in bytes (431 beyond).
+    /// Request line plus headers, in bytes (431 beyond; hyper's floor is 8 KiB).
     pub max_head: usize,
     /// Body bytes (413 beyond).
     pub max_body: usize,
-    /// Each read and write on the socket.
-    pub io_timeout: Duration,
-    /// The whole request must arrive within this time, however slowly it trickles (408).
-    pub request_deadline: Duration,
-    /// Connections served at once; more are answered 503 straight away.
+    /// The TLS handshake must finish within this time.
+    pub handshake_timeout: Duration,
+    /// A request head must arrive within this time, however slowly it trickles; an idle
+    /// keep-alive connection is closed after it too.
+    pub header_timeout: Duration,
+    /// The body must arrive within this time (408).
+    pub request_timeout: Duration,
+    /// Handler calls running at once; more are answered 503 `busy` straight away.
+    pub max_in_flight: usize,
+    /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// On shutdown, how long requests in flight may take to finish.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -32,51 +62,56 @@ impl Default for Limits {
         Limits {
             max_head: 16 * 1024,
             max_body: 1024 * 1024,
-            io_timeout: Duration::from_secs(10),
-            request_deadline: Duration::from_secs(30),
-            max_connections: 64,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_in_flight: 64,
+            max_connections: 16 * 1024,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
 
-/// The function that answers requests. It runs on the connection's thread; a panic in it
-/// becomes a 500 and does not take the server down.
+/// The function that answers requests, on a blocking thread. A panic in it becomes a 500 and
+/// does not take the server down.
 pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 
-/// Where the server writes one line per request (method, path, status, time; never bodies).
-pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
+/// What the connection knows about its client, for every request on it.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub peer_addr: SocketAddr,
+    /// The verified client certificate's holder (mutual TLS), if one was presented.
+    pub client: Option<Peer>,
+}
 
 /// A bound, not yet running server.
 pub struct Server {
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    tls: Option<ServerTls>,
+    name: String,
 }
 
-/// Stops a running [`Server`] from another thread.
-#[derive(Clone)]
-pub struct StopHandle {
-    stop: Arc<AtomicBool>,
-    addr: SocketAddr,
-}
-
-impl StopHandle {
-    /// Asks the server to stop accepting; wakes its accept loop with a connection of its own.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-    }
+/// When a running server stops.
+pub enum Stop {
+    /// SIGTERM or Ctrl-C (SIGINT): the CLI's servers.
+    Signals,
+    /// When the sender fires or is dropped: servers inside another program.
+    Channel(oneshot::Receiver<()>),
 }
 
 impl Server {
-    /// Binds `addr` (`HOST:PORT`; port 0 picks a free one, see [`Server::local_addr`]).
-    pub fn bind(addr: &str) -> io::Result<Server> {
-        let listener = TcpListener::bind(addr)?;
+    /// Binds `addr` (`HOST:PORT`; port 0 picks a free one). Without `tls` the server speaks
+    /// plain HTTP (`--insecure-http`). `name` is the role, for the log.
+    pub fn bind(addr: &str, tls: Option<ServerTls>, name: &str) -> io::Result<Server> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         Ok(Server {
             listener,
             addr,
-            stop: Arc::new(AtomicBool::new(false)),
+            tls,
+            name: name.to_string(),
         })
     }
 
@@ -85,485 +120,435 @@ impl Server {
         self.addr
     }
 
-    /// A handle that stops [`Server::run`].
-    pub fn stop_handle(&self) -> StopHandle {
-        StopHandle {
-            stop: self.stop.clone(),
-            addr: self.addr,
-        }
+    /// `https://HOST:PORT`, or `http://` without TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
-    /// Serves until stopped. Requests in flight when the stop comes are finished (for at most
-    /// one request deadline) before this returns.
-    pub fn run(self, handler: Handler, limits: Limits, log: Option<Log>) -> io::Result<()> {
-        let active = Arc::new(AtomicUsize::new(0));
-        for conn in self.listener.incoming() {
-            if self.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let stream = match conn {
-                Ok(s) => s,
-                // A client that gave up between SYN and accept, or a transient shortage of
-                // descriptors: keep serving the others.
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
+    /// Serves `handler` until `stop`, then lets requests in flight finish.
+    pub fn run(self, handler: Handler, limits: Limits, stop: Stop) -> io::Result<()> {
+        let router = blocking_router(handler, limits, &self.name);
+        self.run_router(router, limits, stop)
+    }
+
+    /// Serves an axum router (async routes; [`blocking_router`] for a [`Handler`]). Each
+    /// request carries a [`Connection`] extension.
+    pub fn run_router(self, router: Router, limits: Limits, stop: Stop) -> io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name(format!("{}-io", self.name))
+            .max_blocking_threads(limits.max_in_flight.max(1) + 8)
+            .build()?;
+        runtime.block_on(async move {
+            let stop = async move {
+                match stop {
+                    Stop::Signals => wait_for_signal().await,
+                    Stop::Channel(rx) => {
+                        let _ = rx.await;
+                    }
                 }
             };
-            if active.load(Ordering::SeqCst) >= limits.max_connections {
-                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-                let busy: Response = ApiError::unavailable(
-                    "busy",
-                    format!(
-                        "more than {} connections at once; retry",
-                        limits.max_connections
-                    ),
-                )
-                .into();
-                let mut stream = stream;
-                let _ = write_response(&mut stream, &busy);
-                continue;
-            }
-            active.fetch_add(1, Ordering::SeqCst);
-            let guard = ActiveGuard(active.clone());
-            let handler = handler.clone();
-            let log = log.clone();
-            let spawned = std::thread::Builder::new()
-                .name("http-conn".into())
-                .spawn(move || {
-                    let _guard = guard;
-                    serve_connection(stream, &handler, &limits, log.as_deref());
-                });
-            // On failure the closure (and with it the guard and the stream) is dropped: the
-            // client sees the connection close.
-            drop(spawned);
-        }
-        let deadline = Instant::now() + limits.request_deadline;
-        while active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(())
+            serve(self, router, limits, stop).await
+        })
     }
 }
 
-/// A server on a thread of its own (the demo, tests, benchmarks): stopped and joined when
-/// dropped.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch SIGTERM ({e}); Ctrl-C still stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(
+    server: Server,
+    router: Router,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(server.listener)?;
+    let acceptor = server
+        .tls
+        .map(|tls| tokio_rustls::TlsAcceptor::from(tls.config.clone()));
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tracing::info!(url = %format!("{}://{}", if acceptor.is_some() { "https" } else { "http" }, server.addr), "listening");
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer_addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                // A client that gave up between SYN and accept, or out of descriptors for a
+                // moment: keep serving the others.
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer_addr, "refused: {} connections open", limits.max_connections);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match acceptor {
+                Some(acceptor) => {
+                    let tls =
+                        match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::info!(%peer_addr, "TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!(%peer_addr, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let client = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|certs| certs.first())
+                        .and_then(|cert| {
+                            let peer = peer_of(cert.as_ref());
+                            if peer.is_none() {
+                                tracing::warn!(%peer_addr, "client certificate names no role: treated as anonymous");
+                            }
+                            peer
+                        });
+                    let connection = Connection { peer_addr, client };
+                    serve_connection(TokioIo::new(tls), router, connection, limits, watcher).await;
+                }
+                None => {
+                    let connection = Connection {
+                        peer_addr,
+                        client: None,
+                    };
+                    serve_connection(TokioIo::new(tcp), router, connection, limits, watcher).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        "stopped accepting; finishing {} open connection(s)",
+        graceful.count()
+    );
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all requests finished"),
+        () = tokio::time::sleep(limits.drain_timeout) => {
+            tracing::warn!("requests still running after {:?}; stopping anyway", limits.drain_timeout);
+        }
+    }
+    Ok(())
+}
+
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    router: Router,
+    connection: Connection,
+    limits: Limits,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(connection.clone());
+            router.clone().oneshot(req.map(Body::new))
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_head.max(8192))
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// What the blocking adapter needs per request.
+struct App {
+    handler: Handler,
+    limits: Limits,
+    in_flight: Arc<Semaphore>,
+    name: String,
+}
+
+/// A router whose every path goes to `handler` on a blocking thread.
+pub fn blocking_router(handler: Handler, limits: Limits, name: &str) -> Router {
+    let app = Arc::new(App {
+        handler,
+        limits,
+        in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+        name: name.to_string(),
+    });
+    Router::new().fallback(dispatch).with_state(app)
+}
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// A request id unique within the process, short enough to read aloud.
+fn request_id() -> String {
+    format!(
+        "{:x}-{}",
+        std::process::id(),
+        REQUEST_IDS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn dispatch(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let id = request_id();
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let connection = parts.extensions.get::<Connection>().cloned();
+    let span = tracing::info_span!(
+        "request",
+        role = %app.name,
+        id = %id,
+        method = %parts.method,
+        path = %parts.uri.path(),
+        client = %connection
+            .as_ref()
+            .and_then(|c| c.client.as_ref())
+            .map_or_else(|| "-".to_string(), |p| format!("{}:{}", p.role.as_str(), p.name)),
+    );
+    async move {
+        let response = answer(&app, parts, body, connection).await;
+        let response = redact_server_error(response, &id);
+        tracing::info!(
+            status = response.status,
+            ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+            "answered"
+        );
+        to_axum(response, &id)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn answer(
+    app: &Arc<App>,
+    parts: axum::http::request::Parts,
+    body: Body,
+    connection: Option<Connection>,
+) -> Response {
+    if let Some(length) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && length > app.limits.max_body as u64
+    {
+        // A body a few times the limit is read and dropped first, so that the client, still
+        // writing, reads a 413 rather than a reset connection; a larger one is not worth
+        // reading: the connection closes after the answer.
+        if length <= 8 * app.limits.max_body as u64 {
+            let _ = tokio::time::timeout(app.limits.request_timeout, drain(body)).await;
+        }
+        return too_large(app.limits.max_body);
+    }
+    let bytes = match tokio::time::timeout(
+        app.limits.request_timeout,
+        axum::body::to_bytes(body, app.limits.max_body),
+    )
+    .await
+    {
+        Err(_) => {
+            return ApiError::new(
+                408,
+                "request_timeout",
+                "the request body did not arrive in time",
+            )
+            .into();
+        }
+        Ok(Err(e)) => {
+            // to_bytes reports a length-limit error through the error source chain.
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_big {
+                return too_large(app.limits.max_body);
+            }
+            return ApiError::bad_request("malformed_request", format!("reading the body: {e}"))
+                .into();
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
+    let Ok(permit) = app.in_flight.clone().try_acquire_owned() else {
+        return ApiError::unavailable(
+            "busy",
+            format!(
+                "more than {} requests at once; retry in a second",
+                app.limits.max_in_flight
+            ),
+        )
+        .into();
+    };
+    let request = Request {
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).trim().to_string(),
+                )
+            })
+            .collect(),
+        body: bytes.to_vec(),
+        peer: connection.as_ref().map(|c| c.peer_addr),
+        client: connection.and_then(|c| c.client),
+    };
+    let handler = app.handler.clone();
+    let span = tracing::Span::current();
+    let joined = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let _enter = span.enter();
+        handler(&request)
+    })
+    .await;
+    match joined {
+        Ok(response) => response,
+        Err(e) => ApiError::internal(format!("the handler failed: {e}")).into(),
+    }
+}
+
+async fn drain(mut body: Body) {
+    use http_body_util::BodyExt;
+    while let Some(Ok(_)) = body.frame().await {}
+}
+
+fn too_large(max: usize) -> Response {
+    ApiError::new(
+        413,
+        "body_too_large",
+        format!("the body exceeds {max} bytes"),
+    )
+    .into()
+}
+
+/// Keeps a 5xx's code, moves its detail to the log.
+fn redact_server_error(response: Response, id: &str) -> Response {
+    if response.status < 500 {
+        return response;
+    }
+    let value: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
+    let code = value
+        .get("error")
+        .and_then(|v| v.as_str())
+        .unwrap_or("internal_error")
+        .to_string();
+    let detail = value.get("detail").and_then(|v| v.as_str()).unwrap_or("");
+    tracing::error!(status = response.status, code = %code, "{detail}");
+    let public = match code.as_str() {
+        // Says nothing of the inside, and tells the client what to do.
+        "busy" => detail.to_string(),
+        _ => format!("the server could not answer; its log has the cause under request id {id}"),
+    };
+    Response::json(
+        response.status,
+        &serde_json::json!({ "error": code, "detail": public, "request_id": id }),
+    )
+}
+
+fn to_axum(response: Response, id: &str) -> axum::response::Response {
+    let mut out = axum::response::Response::new(Body::from(response.body));
+    *out.status_mut() =
+        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = out.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(response.content_type),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(id) {
+        headers.insert("x-request-id", v);
+    }
+    out
+}
+
+/// A server on a thread of its own (the demo, tests, benchmarks): stopped, with its requests
+/// finished, when dropped.
 pub struct Background {
+    url: String,
     addr: SocketAddr,
-    stop: StopHandle,
+    stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
 impl Background {
     /// Binds `listen` and serves `handler` until dropped.
-    pub fn start(listen: &str, handler: Handler, limits: Limits) -> io::Result<Background> {
-        let server = Server::bind(listen)?;
-        let addr = server.local_addr();
-        let stop = server.stop_handle();
+    pub fn start(
+        listen: &str,
+        handler: Handler,
+        limits: Limits,
+        tls: Option<ServerTls>,
+        name: &str,
+    ) -> io::Result<Background> {
+        let server = Server::bind(listen, tls, name)?;
+        let (url, addr) = (server.url(), server.local_addr());
+        let (tx, rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
-            .name("http-accept".into())
-            .spawn(move || server.run(handler, limits, None))?;
+            .name(format!("{name}-server"))
+            .spawn(move || server.run(handler, limits, Stop::Channel(rx)))?;
         Ok(Background {
+            url,
             addr,
-            stop,
+            stop: Some(tx),
             thread: Some(thread),
         })
     }
 
-    /// `http://HOST:PORT`.
+    /// `https://HOST:PORT` (or `http://` without TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.url.clone()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        self.stop.stop();
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-/// Decrements the active-connection count however the connection thread ends.
-struct ActiveGuard(Arc<AtomicUsize>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Why no request could be read.
-#[derive(Debug)]
-enum ReadError {
-    /// The client closed (or never sent anything): nobody to answer.
-    Closed,
-    /// An answer explains what was wrong.
-    Reply(ApiError),
-}
-
-fn serve_connection(
-    mut stream: TcpStream,
-    handler: &Handler,
-    limits: &Limits,
-    log: Option<&(dyn Fn(&str) + Send + Sync)>,
-) {
-    let _ = stream.set_read_timeout(Some(limits.io_timeout));
-    let _ = stream.set_write_timeout(Some(limits.io_timeout));
-    let _ = stream.set_nodelay(true);
-    let started = Instant::now();
-    let (line, response) = match read_request(&mut stream, limits) {
-        Ok(mut request) => {
-            request.peer = stream.peer_addr().ok();
-            let response = catch_unwind(AssertUnwindSafe(|| handler(&request)))
-                .unwrap_or_else(|_| ApiError::internal("the handler panicked").into());
-            (format!("{} {}", request.method, request.path), response)
-        }
-        Err(ReadError::Closed) => return,
-        Err(ReadError::Reply(e)) => ("(unreadable request)".to_string(), e.into()),
-    };
-    let written = write_response(&mut stream, &response);
-    if let Some(log) = log {
-        log(&format!(
-            "{line} -> {} ({:.1} ms){}",
-            response.status,
-            started.elapsed().as_secs_f64() * 1e3,
-            if written.is_err() {
-                " [client gone]"
-            } else {
-                ""
-            }
-        ));
-    }
-    // Half-close, then drain briefly: closing with unread request bytes would reset the
-    // connection and could destroy the answer before the client reads it.
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut sink = [0u8; 4096];
-    let mut drained = 0;
-    while drained < 1 << 20 {
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
-    }
-}
-
-fn write_response(stream: &mut TcpStream, response: &Response) -> io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
-        response.status,
-        reason(response.status),
-        response.content_type,
-        response.body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(&response.body)?;
-    stream.flush()
-}
-
-fn position(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads one request: the head up to the blank line, then exactly Content-Length body bytes.
-fn read_request(stream: &mut TcpStream, limits: &Limits) -> Result<Request, ReadError> {
-    let deadline = Instant::now() + limits.request_deadline;
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(end) = position(&buf, b"\r\n\r\n") {
-            break end;
-        }
-        if buf.len() > limits.max_head {
-            return Err(ReadError::Reply(ApiError::new(
-                431,
-                "header_too_large",
-                format!("request line and headers exceed {} bytes", limits.max_head),
-            )));
-        }
-        match read_some(stream, &mut chunk, deadline) {
-            Ok(0) if buf.is_empty() => return Err(ReadError::Closed),
-            Ok(0) => {
-                return Err(ReadError::Reply(ApiError::bad_request(
-                    "truncated_request",
-                    "the connection ended inside the request head",
-                )));
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if buf.is_empty() && e.kind() != io::ErrorKind::TimedOut => {
-                return Err(ReadError::Closed);
-            }
-            Err(_) => {
-                return Err(ReadError::Reply(ApiError::new(
-                    408,
-                    "request_timeout",
-                    "the request did not arrive in time",
-                )));
-            }
-        }
-    };
-    if head_end > limits.max_head {
-        return Err(ReadError::Reply(ApiError::new(
-            431,
-            "header_too_large",
-            format!("request line and headers exceed {} bytes", limits.max_head),
-        )));
-    }
-    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| {
-        ReadError::Reply(ApiError::bad_request(
-            "malformed_request",
-            "the request head is not ASCII",
-        ))
-    })?;
-    let mut request = parse_head(head, limits).map_err(ReadError::Reply)?;
-    let length = content_length(&request, limits).map_err(ReadError::Reply)?;
-    let mut body = buf.split_off(head_end + 4);
-    if body.len() > length {
-        // Pipelined requests are not served (one request per connection): ignore the rest.
-        body.truncate(length);
-    }
-    if body.len() < length
-        && request
-            .header("expect")
-            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-    {
-        let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-    }
-    while body.len() < length {
-        let want = (length - body.len()).min(chunk.len());
-        match read_some(stream, &mut chunk[..want], deadline) {
-            Ok(0) => {
-                return Err(ReadError::Reply(ApiError::bad_request(
-                    "truncated_body",
-                    format!("the body ended after {} of {length} bytes", body.len()),
-                )));
-            }
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-            Err(_) => {
-                return Err(ReadError::Reply(ApiError::new(
-                    408,
-                    "request_timeout",
-                    "the request body did not arrive in time",
-                )));
-            }
-        }
-    }
-    request.body = body;
-    Ok(request)
-}
-
-/// One read that also honours the overall request deadline.
-fn read_some(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
-    if Instant::now() >= deadline {
-        return Err(io::Error::new(io::ErrorKind::TimedOut, "request deadline"));
-    }
-    match stream.read(buf) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            Err(io::Error::new(io::ErrorKind::TimedOut, e))
-        }
-        other => other,
-    }
-}
-
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Parses the request line and headers (RFC 9112 section 3 and 5), strictly.
-fn parse_head(head: &str, limits: &Limits) -> Result<Request, ApiError> {
-    let bad = |detail: String| ApiError::bad_request("malformed_request", detail);
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap_or_default();
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad(format!("bad request line {request_line:?}")));
-    };
-    if !is_token(method) {
-        return Err(bad(format!("bad method {method:?}")));
-    }
-    if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return Err(ApiError::new(
-            505,
-            "http_version_not_supported",
-            format!("{version:?}: only HTTP/1.0 and HTTP/1.1"),
-        ));
-    }
-    if !target.starts_with('/') || target.bytes().any(|b| b <= b' ' || b == 0x7F) {
-        return Err(bad(format!("bad request target {target:?}")));
-    }
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
-        None => (target.to_string(), None),
-    };
-    let mut headers = Vec::new();
-    for line in lines {
-        if line.starts_with([' ', '\t']) {
-            return Err(bad("obsolete header line folding".into()));
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(bad(format!("header line without a colon: {line:?}")));
-        };
-        if !is_token(name) {
-            return Err(bad(format!("bad header name {name:?}")));
-        }
-        headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
-        if headers.len() > limits.max_head / 8 {
-            return Err(ApiError::new(431, "header_too_large", "too many headers"));
-        }
-    }
-    Ok(Request {
-        method: method.to_string(),
-        path,
-        query,
-        headers,
-        body: Vec::new(),
-        peer: None,
-        client: None,
-    })
-}
-
-/// The body length: Content-Length only (no chunked bodies), consistent if repeated, and
-/// within the limit.
-fn content_length(request: &Request, limits: &Limits) -> Result<usize, ApiError> {
-    if request.header("transfer-encoding").is_some() {
-        return Err(ApiError::new(
-            501,
-            "transfer_encoding_not_supported",
-            "send the body with Content-Length, not Transfer-Encoding",
-        ));
-    }
-    let mut length: Option<usize> = None;
-    for (_, value) in request
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "content-length")
-    {
-        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) || value.len() > 18 {
-            return Err(ApiError::bad_request(
-                "malformed_request",
-                format!("bad Content-Length {value:?}"),
-            ));
-        }
-        let n: usize = value.parse().map_err(|_| {
-            ApiError::bad_request("malformed_request", format!("bad Content-Length {value:?}"))
-        })?;
-        if length.is_some_and(|l| l != n) {
-            return Err(ApiError::bad_request(
-                "malformed_request",
-                "conflicting Content-Length headers",
-            ));
-        }
-        length = Some(n);
-    }
-    let length = length.unwrap_or(0);
-    if length > limits.max_body {
-        return Err(ApiError::new(
-            413,
-            "body_too_large",
-            format!(
-                "the body is {length} bytes; at most {} are accepted",
-                limits.max_body
-            ),
-        ));
-    }
-    if length == 0
-        && matches!(request.method.as_str(), "POST" | "PUT")
-        && request.header("content-length").is_none()
-    {
-        return Err(ApiError::new(
-            411,
-            "length_required",
-            "a POST needs a Content-Length",
-        ));
-    }
-    Ok(length)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Read;
-
-    fn start(limits: Limits) -> (SocketAddr, StopHandle, std::thread::JoinHandle<()>) {
-        let server = Server::bind("127.0.0.1:0").unwrap();
-        let addr = server.local_addr();
-        let stop = server.stop_handle();
-        let handler: Handler = Arc::new(|req: &Request| {
-            if req.path == "/panic" {
-                panic!("boom");
-            }
-            Response::ok(&serde_json::json!({
-                "method": req.method,
-                "path": req.path,
-                "query": req.query,
-                "len": req.body.len(),
-            }))
-        });
-        let join = std::thread::spawn(move || server.run(handler, limits, None).unwrap());
-        (addr, stop, join)
-    }
-
-    fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(bytes).unwrap();
-        let _ = s.shutdown(Shutdown::Write);
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    }
-
-    #[test]
-    fn serves_and_refuses_what_it_must() {
-        let limits = Limits {
-            max_head: 512,
-            max_body: 64,
-            ..Limits::default()
-        };
-        let (addr, stop, join) = start(limits);
-        let ok = raw(
-            addr,
-            b"POST /a/b?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
-        );
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(
-            ok.contains("\"len\":3") && ok.contains("\"query\":\"x=1\""),
-            "{ok}"
-        );
-
-        let cases: &[(&[u8], &str)] = &[
-            (b"GARBAGE\r\n\r\n", "400"),
-            (b"GET / HTTP/2.0\r\n\r\n", "505"),
-            (b"POST / HTTP/1.1\r\n\r\n", "411"),
-            (b"POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n", "413"),
-            (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                "501",
-            ),
-            (
-                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
-                "400",
-            ),
-            (b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", "400"),
-            (b"GET /panic HTTP/1.1\r\n\r\n", "500"),
-        ];
-        for (request, status) in cases {
-            let answer = raw(addr, request);
-            assert!(
-                answer.starts_with(&format!("HTTP/1.1 {status} ")),
-                "{:?} -> {answer}",
-                String::from_utf8_lossy(request)
-            );
-        }
-        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "y".repeat(600));
-        assert!(raw(addr, big.as_bytes()).starts_with("HTTP/1.1 431 "));
-        stop.stop();
-        join.join().unwrap();
     }
 }

@@ -31,8 +31,16 @@ mod tests {
         let der = sig.to_der();
         assert!(p256_sha256(point.as_bytes(), b"invoice", der.as_bytes()));
         assert!(!p256_sha256(point.as_bytes(), b"invoicE", der.as_bytes()));
-        assert!(!p256_sha256(&point.as_bytes()[..64], b"invoice", der.as_bytes()));
-        assert!(!p256_sha256(point.as_bytes(), b"invoice", &der.as_bytes()[1..]));
+        assert!(!p256_sha256(
+            &point.as_bytes()[..64],
+            b"invoice",
+            der.as_bytes()
+        ));
+        assert!(!p256_sha256(
+            point.as_bytes(),
+            b"invoice",
+            &der.as_bytes()[1..]
+        ));
         assert!(!p256_sha256(&[], b"", &[]));
     }
 }

@@ -1,13 +1,15 @@
 //! The HLR/AuC of seed 000 (messages 220/230) as a service: `POST /v1/auth-info` answers an
 //! IMSI with GSM triplets or a UMTS quintet computed from the subscriber database.
 //!
-//! The answer carries Kc (or CK and IK): that is what message 230 is. The AuC should only be
-//! reachable by gateways — it listens on loopback by default — and it logs no bodies.
+//! The answer carries Kc (or CK and IK): that is what message 230 is. So the AuC answers only
+//! a gateway that proved itself with a client certificate of its operator's CA (role
+//! `gateway`); anyone else, and anyone over plain HTTP, gets 403 before the body is read. It
+//! logs no bodies.
 
 pub mod subscribers;
 
 use super::messages::{AuthInfoRequest, AuthInfoResponse, AuthPath, check_imsi, hex_fixed};
-use crate::http::{ApiError, Request, Response};
+use crate::http::{ApiError, Request, Response, Role};
 use subscribers::{AucError, MAX_TRIPLETS, SubscriberDb};
 
 /// The AuC service. Its database is a pool: requests run concurrently, and SQN updates do not
@@ -32,6 +34,28 @@ impl Auc {
     }
 
     fn auth_info(&self, req: &Request) -> Result<Response, ApiError> {
+        match &req.client {
+            Some(peer) if peer.role == Role::Gateway => {
+                tracing::debug!(gateway = %peer.name, "auth-info");
+            }
+            Some(peer) => {
+                return Err(ApiError::new(
+                    403,
+                    "gateway_certificate_required",
+                    format!(
+                        "the AuC answers gateways only; this certificate is for role {}",
+                        peer.role.as_str()
+                    ),
+                ));
+            }
+            None => {
+                return Err(ApiError::new(
+                    403,
+                    "gateway_certificate_required",
+                    "the AuC answers gateways only: present the gateway's client certificate",
+                ));
+            }
+        }
         let body: AuthInfoRequest = req.json()?;
         check_imsi(&body.imsi)?;
         let db = &self.db;

@@ -148,7 +148,13 @@ pub fn begin(gw: &Gateway, req: &Request) -> Result<Response, ApiError> {
     {
         return Err(replayed(&sid));
     }
-    let v = vectors(gw, &body.imsi, body.path, None)?;
+    // An IMSI the AuC does not know gets a session like any other, with vectors nobody can
+    // answer: a 404 here would let anyone enumerate the operator's subscribers. The session
+    // then fails at 250 as a wrong M2 does.
+    let v = match vectors(gw, &body.imsi, body.path, None) {
+        Err(e) if e.code == "unknown_imsi" => decoy(gw, &body.imsi, body.path)?,
+        other => other?,
+    };
     let created_at = now();
     let session = Session {
         sid: sid.to_vec(),
@@ -167,6 +173,48 @@ pub fn begin(gw: &Gateway, req: &Request) -> Result<Response, ApiError> {
         Err(e) => return Err(store_error(e)),
     }
     answer_240(gw, &session, &v)
+}
+
+/// Vectors for an unknown IMSI, shaped as the AuC's would be and drawn at random.
+fn decoy(gw: &Gateway, imsi: &str, path: AuthPath) -> Result<Vectors, ApiError> {
+    let random = |what| {
+        simlab_card::random::bytes::<16>()
+            .map_err(|e| ApiError::internal(format!("no randomness for {what}: {e}")))
+    };
+    let mut k = [0u8; MAC_LEN];
+    for half in k.chunks_mut(16) {
+        half.copy_from_slice(&random("K")?[..half.len()]);
+    }
+    match path {
+        AuthPath::Gsm => {
+            let rands = (0..gw.config.triplets)
+                .map(|_| random("RAND"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let expected = random("SRES")?
+                .iter()
+                .cycle()
+                .take(4 * gw.config.triplets)
+                .copied()
+                .collect();
+            Ok(Vectors {
+                rands,
+                expected,
+                k,
+                autn: None,
+                impi: None,
+            })
+        }
+        AuthPath::Usim => {
+            let (mcc, mnc) = (&imsi[..3], &imsi[3..5]);
+            Ok(Vectors {
+                rands: vec![random("RAND")?],
+                expected: random("XRES")?[..8].to_vec(),
+                k,
+                autn: Some(random("AUTN")?),
+                impi: Some(format!("{imsi}@ims.mnc0{mnc}.mcc{mcc}.3gppnetwork.org")),
+            })
+        }
+    }
 }
 
 fn replayed(sid: &[u8]) -> ApiError {
@@ -237,7 +285,19 @@ pub fn resync(gw: &Gateway, req: &Request) -> Result<Response, ApiError> {
             rand: hex::encode(&session.rands[0]),
             auts: hex::encode(&auts),
         }),
-    )?;
+    )
+    // A decoy session (unknown IMSI) fails here as a bad AUTS does, and says no more.
+    .map_err(|e| {
+        if e.code == "unknown_imsi" {
+            ApiError::new(
+                403,
+                "resync_rejected",
+                "the AuC rejected the resynchronisation",
+            )
+        } else {
+            e
+        }
+    })?;
     let expires_at = now() + gw.config.session_ttl;
     let renewed = gw
         .pool

@@ -10,6 +10,13 @@
 //! | `GET /v1/ca` | | the CA certificate |
 //! | `GET /v1/certificates/<serial>` | (operation 830) | validity now |
 //! | `POST /v1/billing/batches` | 910 | 920 |
+//! | `POST /v1/sellers` | (operator) | the seller registered |
+//! | `POST /v1/revocations` | (operator) | the certificate revoked |
+//! | `GET /v1/cdrs[?seller_id=ID]` | (operator) | the call detail records |
+//!
+//! Who may call: anyone for bootstrap and the CA certificate (a phone has no client
+//! certificate); a seller's certificate for validity checks and for billing its own records;
+//! an operator's certificate for the last three.
 
 pub mod billing;
 pub mod bootstrap;
@@ -19,7 +26,7 @@ pub mod store;
 use super::messages::{CaResponse, CertificateStatus};
 use super::restrictions::Restrictions;
 use crate::http::client::Url;
-use crate::http::{ApiError, Request, Response};
+use crate::http::{ApiError, Request, Response, Role};
 use ca::Ca;
 use std::sync::atomic::AtomicU64;
 use store::{Pool, StoreError};
@@ -112,7 +119,12 @@ impl Gateway {
             ("GET", ["v1", "ca"]) => Ok(Response::ok(&CaResponse {
                 certificate_pem: self.ca.certificate().to_pem(),
             })),
-            ("GET", ["v1", "certificates", serial]) => self.status(serial),
+            ("GET", ["v1", "certificates", serial]) => req
+                .require(&[Role::Seller, Role::Operator])
+                .and_then(|_| self.status(serial)),
+            ("POST", ["v1", "sellers"]) => self.add_seller(req),
+            ("POST", ["v1", "revocations"]) => self.revoke(req),
+            ("GET", ["v1", "cdrs"]) => self.cdrs(req),
             ("POST", ["v1", "billing", "batches"]) => billing::handle(self, req),
             ("GET", ["v1", "health"]) => {
                 Ok(Response::ok(&serde_json::json!({ "role": "gateway" })))
@@ -120,7 +132,10 @@ impl Gateway {
             (_, ["v1", "bootstrap", _] | ["v1", "billing", "batches"]) => {
                 Err(ApiError::new(405, "method_not_allowed", "use POST"))
             }
-            (_, ["v1", "ca"] | ["v1", "certificates", _]) => {
+            (_, ["v1", "sellers"] | ["v1", "revocations"]) => {
+                Err(ApiError::new(405, "method_not_allowed", "use POST"))
+            }
+            (_, ["v1", "ca"] | ["v1", "certificates", _] | ["v1", "cdrs"]) => {
                 Err(ApiError::new(405, "method_not_allowed", "use GET"))
             }
             _ => Err(ApiError::not_found(
@@ -129,6 +144,125 @@ impl Gateway {
             )),
         };
         result.unwrap_or_else(Response::from)
+    }
+
+    /// `POST /v1/sellers` `{"seller_id": "…", "name": "…"}`: registers a seller (operator).
+    fn add_seller(&self, req: &Request) -> Result<Response, ApiError> {
+        let operator = req.require(&[Role::Operator])?;
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct AddSeller {
+            seller_id: String,
+            #[serde(default)]
+            name: Option<String>,
+        }
+        let body: AddSeller = req.json()?;
+        if !super::invoice::valid_id(&body.seller_id) {
+            return Err(ApiError::bad_request(
+                "bad_field",
+                "seller_id: 1-64 characters of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        let name = body.name.unwrap_or_else(|| body.seller_id.clone());
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "bad_field",
+                "name: 1-128 printable characters",
+            ));
+        }
+        self.pool
+            .get()
+            .and_then(|mut s| s.add_seller(&body.seller_id, &name, super::now()))
+            .map_err(store_error)?;
+        tracing::info!(operator = %operator.name, seller = %body.seller_id, "seller registered");
+        Ok(Response::json(
+            201,
+            &serde_json::json!({ "seller_id": body.seller_id, "name": name }),
+        ))
+    }
+
+    /// `POST /v1/revocations` `{"serial": "<hex>", "reason": "…"}` (operator).
+    fn revoke(&self, req: &Request) -> Result<Response, ApiError> {
+        let operator = req.require(&[Role::Operator])?;
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Revoke {
+            serial: String,
+            #[serde(default)]
+            reason: Option<String>,
+        }
+        let body: Revoke = req.json()?;
+        let serial = super::messages::hex_range("serial", &body.serial, 1..=20)?;
+        let reason = body.reason.unwrap_or_else(|| "reported lost".into());
+        if reason.len() > 256 || reason.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "bad_field",
+                "reason: at most 256 printable characters",
+            ));
+        }
+        let now = super::now();
+        let outcome = self
+            .pool
+            .get()
+            .and_then(|mut s| s.revoke(&serial, now, &reason))
+            .map_err(store_error)?;
+        let already = match outcome {
+            store::RevokeOutcome::Revoked => false,
+            store::RevokeOutcome::AlreadyRevoked => true,
+            store::RevokeOutcome::NotFound => {
+                return Err(ApiError::not_found(
+                    "unknown_certificate",
+                    format!(
+                        "no certificate {} was issued here",
+                        body.serial.to_lowercase()
+                    ),
+                ));
+            }
+        };
+        tracing::info!(operator = %operator.name, serial = %body.serial.to_lowercase(), "certificate revoked");
+        Ok(Response::ok(&serde_json::json!({
+            "serial": body.serial.to_lowercase(),
+            "revoked": true,
+            "already_revoked": already,
+            "revoked_at": now,
+        })))
+    }
+
+    /// `GET /v1/cdrs[?seller_id=ID]` (operator).
+    fn cdrs(&self, req: &Request) -> Result<Response, ApiError> {
+        req.require(&[Role::Operator])?;
+        let seller = req.query_param("seller_id");
+        if let Some(id) = seller
+            && !super::invoice::valid_id(id)
+        {
+            return Err(ApiError::bad_request(
+                "bad_field",
+                "seller_id: 1-64 characters of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        let cdrs = self
+            .pool
+            .get()
+            .and_then(|mut s| s.cdrs(seller))
+            .map_err(store_error)?;
+        let hex = simlab_card::hex::encode;
+        let rows: Vec<serde_json::Value> = cdrs
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "seller_id": c.seller_id,
+                    "transaction_id": c.transaction_id,
+                    "serial": hex(&c.serial),
+                    "imsi": c.imsi,
+                    "amount": c.amount,
+                    "currency": c.currency,
+                    "issued_at": c.issued_at,
+                    "billed_at": c.billed_at,
+                    "batch_id": c.batch_id,
+                })
+            })
+            .collect();
+        Ok(Response::ok(&rows))
     }
 
     /// The online validity check of operation 830.
