@@ -14,6 +14,7 @@ use simlab_services::http::tls::{ClientTls, Identity, KEY_FILE, ServerTls};
 use simlab_services::pki::der::iso8601;
 use simlab_services::pki::gateway::ca::Ca;
 use simlab_services::pki::gateway::store::{self, Pool, RevokeOutcome, StoreError};
+use simlab_services::pki::gateway::tls_register::{self, Issued, Revoked};
 use simlab_services::pki::gateway::{self, Gateway, GatewayConfig};
 use simlab_services::pki::invoice::valid_id;
 use simlab_services::pki::restrictions::money;
@@ -143,11 +144,17 @@ Examples:
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
     },
-    /// Revoke a certificate (a lost or stolen phone): sellers' online checks refuse it, and
-    /// records of invoices issued after now are not billed.
+    /// Revoke a certificate: a subscriber's (a lost or stolen phone: sellers' online checks
+    /// refuse it, and records of invoices issued after now are not billed) with --db, or a TLS
+    /// certificate from `gateway issue` (a seller's or operator's: the gateway refuses it from
+    /// its next request) with --ca-dir.
+    #[command(group(clap::ArgGroup::new("register").required(true).args(["db", "ca_dir"])))]
     Revoke {
         #[arg(long, value_name = "FILE|URL", long_help = DB_HELP)]
-        db: String,
+        db: Option<String>,
+        /// The CA directory whose TLS certificate register to revoke in.
+        #[arg(long, value_name = "DIR")]
+        ca_dir: Option<PathBuf>,
         /// The certificate serial, hex.
         #[arg(long, value_name = "HEX")]
         serial: String,
@@ -293,7 +300,7 @@ pub fn run(out: &Output, global: &Global, cmd: &GatewayCommand) -> Result<i32> {
             {
                 config.exit_after_records = *exit_after_records;
             }
-            let gw = Arc::new(Gateway::new(config, ca, pool));
+            let gw = Arc::new(Gateway::new(config, ca, pool).with_tls_register(ca_dir));
             let limits = Limits {
                 max_body: MAX_BODY,
                 ..Limits::default()
@@ -345,9 +352,19 @@ pub fn run(out: &Output, global: &Global, cmd: &GatewayCommand) -> Result<i32> {
             identity
                 .write(dir, ca.certificate())
                 .map_err(|e| Error::arg("--out", e.to_string()))?;
-            let serial = Certificate::from_der(&identity.certificate_der)
-                .map(|c| c.serial_hex())
-                .unwrap_or_default();
+            let issued = Certificate::from_der(&identity.certificate_der)
+                .map_err(|e| Error::arg("--ca-dir", e.to_string()))?;
+            let serial = issued.serial_hex();
+            tls_register::record_issued(
+                ca_dir,
+                &Issued {
+                    serial_hex: serial.clone(),
+                    role,
+                    name: name.clone(),
+                    not_after: issued.not_after,
+                },
+            )
+            .map_err(|e| Error::arg("--ca-dir", e.to_string()))?;
             out.result(
                 &format!(
                     "issued {} certificate for {name} (serial {serial}) in {}: cert.pem, key.pem (0600), ca.pem\n",
@@ -392,11 +409,49 @@ pub fn run(out: &Output, global: &Global, cmd: &GatewayCommand) -> Result<i32> {
             )?;
             Ok(0)
         }
-        GatewayCommand::Revoke { db, serial, reason } => {
+        GatewayCommand::Revoke {
+            db,
+            ca_dir,
+            serial,
+            reason,
+        } => {
             let serial = hex::decode("--serial", serial)?;
             if serial.is_empty() || serial.len() > 20 {
                 return Err(Error::arg("--serial", "1 to 20 bytes of hex"));
             }
+            if reason.chars().any(char::is_control) || reason.len() > 256 {
+                return Err(Error::arg("--reason", "at most 256 printable characters"));
+            }
+            let Some(db) = db else {
+                let dir = ca_dir.as_deref().unwrap_or(std::path::Path::new("."));
+                let now = simlab_services::pki::now();
+                let hexs = hex::encode(&serial);
+                let outcome = tls_register::revoke(dir, &hexs, now, reason)
+                    .map_err(|e| Error::arg("--ca-dir", e.to_string()))?;
+                let text = match outcome {
+                    Revoked::Now => format!("revoked TLS certificate {hexs}\n"),
+                    Revoked::Already => format!("TLS certificate {hexs} was revoked already\n"),
+                    Revoked::Unknown => {
+                        return Err(Error::Mismatch {
+                            what: format!(
+                                "no TLS certificate {hexs} was issued from {}",
+                                dir.display()
+                            ),
+                        });
+                    }
+                };
+                out.result(
+                    &text,
+                    &json!({
+                        "serial": hexs,
+                        "revoked": true,
+                        "already_revoked": outcome == Revoked::Already,
+                        "tls": true,
+                        "revoked_at": now,
+                    }),
+                )?;
+                return Ok(0);
+            };
             let mut s = (store::opener(db).map_err(store_err)?)().map_err(store_err)?;
             let now = simlab_services::pki::now();
             let outcome = s.revoke(&serial, now, reason).map_err(store_err)?;

@@ -8,7 +8,7 @@
 //! endpoint that must know its caller checks [`Request::client`](super::Request::client).
 //! A certificate that is offered must verify, or the handshake fails and the log names it.
 
-use super::{Peer, Role};
+use super::Peer;
 use der::Decode;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
@@ -310,15 +310,14 @@ impl ClientTls {
 /// operator's CA. `None` when the certificate names no known role: such a client is treated
 /// as anonymous by the access rules.
 pub fn peer_of(der: &[u8]) -> Option<Peer> {
-    let cert = x509_cert::Certificate::from_der(der).ok()?;
-    let tbs = cert.tbs_certificate();
-    let role = tbs.subject().organization_unit().ok()??;
-    let role = Role::parse(&String::from(role))?;
-    let name = String::from(tbs.subject().common_name().ok()??);
+    // The same strict parser as every other certificate, so that the serial is spelled as
+    // the CA's register and `gateway revoke` spell it (the magnitude, no sign octet).
+    let cert = crate::pki::x509::Certificate::from_der(der).ok()?;
+    let (role, name) = cert.role()?;
     Some(Peer {
         role,
         name,
-        serial_hex: hex(tbs.serial_number().as_bytes()),
+        serial_hex: cert.serial_hex(),
     })
 }
 

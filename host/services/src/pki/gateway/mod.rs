@@ -22,6 +22,7 @@ pub mod billing;
 pub mod bootstrap;
 pub mod ca;
 pub mod store;
+pub mod tls_register;
 
 use super::messages::{CaResponse, CertificateStatus};
 use super::restrictions::Restrictions;
@@ -86,6 +87,8 @@ pub struct Gateway {
     pub config: GatewayConfig,
     pub ca: Ca,
     pub pool: Pool,
+    /// The CA directory's register of TLS certificates (revocations checked per request).
+    tls: Option<(std::path::PathBuf, tls_register::Revocations)>,
     /// Records billed by this process (for the test fault).
     billed: AtomicU64,
 }
@@ -105,12 +108,35 @@ impl Gateway {
             config,
             ca,
             pool,
+            tls: None,
             billed: AtomicU64::new(0),
         }
     }
 
+    /// Checks every client certificate against the TLS register in `ca_dir`, and lets the
+    /// operator endpoint revoke TLS certificates there.
+    pub fn with_tls_register(mut self, ca_dir: &std::path::Path) -> Gateway {
+        self.tls = Some((ca_dir.to_path_buf(), tls_register::Revocations::new(ca_dir)));
+        self
+    }
+
     /// Routes one request.
     pub fn handle(&self, req: &Request) -> Response {
+        if let (Some(peer), Some((_, revocations))) = (&req.client, &self.tls)
+            && revocations.is_revoked(&peer.serial_hex)
+        {
+            tracing::warn!(
+                serial = %peer.serial_hex,
+                holder = %format!("{}:{}", peer.role.as_str(), peer.name),
+                "revoked client certificate refused"
+            );
+            return ApiError::new(
+                403,
+                "certificate_revoked",
+                format!("client certificate {} is revoked", peer.serial_hex),
+            )
+            .into();
+        }
         let segments = req.segments();
         let result = match (req.method.as_str(), segments.as_slice()) {
             ("POST", ["v1", "bootstrap", "begin"]) => bootstrap::begin(self, req),
@@ -210,6 +236,25 @@ impl Gateway {
             store::RevokeOutcome::Revoked => false,
             store::RevokeOutcome::AlreadyRevoked => true,
             store::RevokeOutcome::NotFound => {
+                // Not a subscriber certificate: perhaps one of the CA's TLS certificates.
+                if let Some((dir, _)) = &self.tls {
+                    let hex = body.serial.to_lowercase();
+                    let outcome = tls_register::revoke(dir, &hex, now, &reason)
+                        .map_err(|e| ApiError::internal(e.to_string()))?;
+                    match outcome {
+                        tls_register::Revoked::Now | tls_register::Revoked::Already => {
+                            tracing::info!(operator = %operator.name, serial = %hex, "TLS certificate revoked");
+                            return Ok(Response::ok(&serde_json::json!({
+                                "serial": hex,
+                                "revoked": true,
+                                "already_revoked": outcome == tls_register::Revoked::Already,
+                                "tls": true,
+                                "revoked_at": now,
+                            })));
+                        }
+                        tls_register::Revoked::Unknown => {}
+                    }
+                }
                 return Err(ApiError::not_found(
                     "unknown_certificate",
                     format!(
