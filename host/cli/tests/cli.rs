@@ -611,6 +611,7 @@ fn pins_come_from_stdin_or_the_environment() {
             "enroll",
             "--gateway",
             "http://127.0.0.1:9",
+            "--insecure-http",
             "--pin",
             "-",
             "--sim-pin",
@@ -726,4 +727,124 @@ fn test_faults_and_benchmarks_only_with_their_features() {
         "{:?}",
         text(&o)
     );
+}
+
+/// How the network roles are reached is checked before anything is touched: plain HTTP only
+/// when asked for, HTTPS only with a CA to trust, identities that exist, and no key written
+/// over. Each is exit 2 with the option named.
+#[test]
+fn tls_options_are_checked_before_anything_starts() {
+    let dir = std::env::temp_dir().join(format!("simlab-cli-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--emulate",
+                MILENAGE,
+                "ms",
+                "enroll",
+                "--gateway",
+                "http://127.0.0.1:9",
+                "--pin",
+                "0000",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "needs --insecure-http",
+        ),
+        (
+            vec![
+                "--emulate",
+                MILENAGE,
+                "ms",
+                "enroll",
+                "--gateway",
+                "https://127.0.0.1:9",
+                "--pin",
+                "0000",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "--ca",
+        ),
+        (
+            vec!["auc".into(), "serve".into(), "--db".into(), d("auc.sqlite")],
+            "--tls",
+        ),
+        (
+            vec![
+                "auc".into(),
+                "serve".into(),
+                "--db".into(),
+                d("auc.sqlite"),
+                "--tls".into(),
+                d("missing"),
+            ],
+            "not a directory",
+        ),
+        (
+            vec![
+                "gateway".into(),
+                "issue".into(),
+                "--ca-dir".into(),
+                d("ca"),
+                "--role".into(),
+                "seller".into(),
+                "--name".into(),
+                "bad name".into(),
+                "--out".into(),
+                d("id"),
+            ],
+            "--name",
+        ),
+        (
+            vec![
+                "auc".into(),
+                "serve".into(),
+                "--db".into(),
+                d("auc.sqlite"),
+                "--insecure-http".into(),
+                "--listen".into(),
+                "256.1.1.1:80".into(),
+            ],
+            "--listen",
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = simlab(&args);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // A second issue into the same directory would replace a key: refused, the key kept.
+    let issue = |out: &str| {
+        simlab(&[
+            "gateway",
+            "issue",
+            "--ca-dir",
+            &d("ca"),
+            "--role",
+            "operator",
+            "--name",
+            "alice",
+            "--out",
+            out,
+        ])
+    };
+    assert!(issue(&d("id")).status.success());
+    let key = std::fs::read(dir.join("id/key.pem")).unwrap();
+    let again = issue(&d("id"));
+    assert_eq!(again.status.code(), Some(2), "{:?}", text(&again));
+    assert_eq!(std::fs::read(dir.join("id/key.pem")).unwrap(), key);
+    // The key is never printed.
+    let (out, err) = text(&issue(&d("id2")));
+    let pem = std::fs::read_to_string(dir.join("id2/key.pem")).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(!out.contains(&body[..16]) && !err.contains(&body[..16]));
+    let _ = std::fs::remove_dir_all(&dir);
 }
