@@ -10,15 +10,26 @@
 //! seller (fig. 8), and at the gateway a duplicate record, no certificate record, a bad
 //! signature, an altered amount, a revoked certificate and broken restrictions (fig. 11),
 //! with the seller's error log (fig. 10). A gateway dying mid-batch bills nothing twice.
+//!
+//! Everything runs over TLS with the operator's CA (`simlab gateway issue`): the phone side
+//! pins the CA, sellers and gateways present client certificates, and the tests check who is
+//! let in (another CA's, an expired and a revoked certificate are not; the AuC answers only a
+//! gateway), with openssl s_client and curl as clients we did not write.
 
 use serde_json::{Value, json};
 use simlab_hil::{Process, require, require_file, simlab, simlab_bin, text};
+use simlab_services::http::client::{self, Url};
+use simlab_services::http::server::{Background, Limits};
+use simlab_services::http::tls::{ClientTls, Identity, ServerTls};
+use simlab_services::http::{Request, Response, Role};
+use simlab_services::pki::gateway::ca::Ca;
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PHONE: &str = "fixtures/cards/demo-usim.toml";
@@ -52,106 +63,144 @@ fn spawn_role(name: &str, args: &[&str]) -> (Process, String) {
         .expect("read the listening line");
     let url = line
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("{name} did not say where it listens: {line:?}"))
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("{name} did not say where it listens over TLS: {line:?}"))
         .to_string();
     (p, url)
 }
 
-// ----- a minimal HTTP client and server for what the CLI does not do ---------------------------
+// ----- TLS: who the test speaks as ------------------------------------------------------------
 
-/// One HTTP request; the status and the body as JSON (or a string when not JSON).
-fn http(method: &str, url: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let authority = url.trim_start_matches("http://");
-    let mut s = TcpStream::connect(authority).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+/// How each server the tests started is trusted: its URL and the CA that certified it. Tests
+/// run in parallel, but every server has a port of its own, so a URL names one CA.
+static TRUST: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// The CA directory of the stack this test thread started last: fake servers get their
+    /// certificates from it.
+    static CURRENT_CA: RefCell<Option<PathBuf>> = const { RefCell::new(None) };
+}
+
+fn trust(url: &str, ca_dir: &Path) {
+    TRUST
+        .lock()
+        .unwrap()
+        .push((url.to_string(), ca_dir.to_path_buf()));
+}
+
+fn ca_of(url: &str) -> PathBuf {
+    TRUST
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(u, _)| u == url)
+        .map(|(_, ca)| ca.clone())
+        .unwrap_or_else(|| panic!("no CA known for {url}"))
+}
+
+/// The phone's side: the CA pinned, no certificate.
+fn phone_tls(url: &str) -> ClientTls {
+    ClientTls::pinned(&ca_of(url).join("ca.pem")).unwrap()
+}
+
+/// A TLS identity issued in the test process from the CA in `ca_dir`.
+fn identity(ca_dir: &Path, role: Role, name: &str) -> Identity {
+    let ca = Ca::load_or_create(ca_dir, "simlab").unwrap();
+    let issued = ca
+        .issue_tls(role, name, &["localhost".into(), "127.0.0.1".into()], 3600)
+        .unwrap();
+    Identity::from_der(
+        issued.certificate_der.clone(),
+        issued.key_pkcs8_der.to_vec(),
+        vec![ca.certificate().der.clone()],
     )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let status = raw[9..12].parse().unwrap();
-    let body = &raw[raw.find("\r\n\r\n").unwrap() + 4..];
-    let value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.into()));
-    (status, value)
+}
+
+/// A client presenting `role`'s certificate from the CA that certified `url`.
+fn client_tls(url: &str, role: Role, name: &str) -> ClientTls {
+    let id = identity(&ca_of(url), role, name);
+    ClientTls {
+        anchors: id.ca.clone(),
+        identity: Some(id),
+    }
+}
+
+/// One request as `tls`: the status and the body as JSON (or a string when not JSON).
+fn http_as(
+    tls: &ClientTls,
+    method: &str,
+    url: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let base = Url::parse(url).unwrap().with_tls(tls);
+    let answer = client::request(&base, method, path, body.map(str::as_bytes))
+        .unwrap_or_else(|e| panic!("{method} {url}{path}: {e}"));
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (answer.status, value)
+}
+
+/// One request from the phone's side (no client certificate).
+fn http(method: &str, url: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    http_as(&phone_tls(url), method, url, path, body)
 }
 
 fn post(url: &str, path: &str, body: &Value) -> (u16, Value) {
     http("POST", url, path, Some(&body.to_string()))
 }
 
-/// An HTTP server in the test process: `answer(method, path, body)` gives status and body.
+/// A POST as a seller (its client certificate).
+fn post_as_seller(url: &str, seller: &str, path: &str, body: &Value) -> (u16, Value) {
+    let tls = client_tls(url, Role::Seller, seller);
+    http_as(&tls, "POST", url, path, Some(&body.to_string()))
+}
+
+/// A GET as a seller, as the seller's online validity check does.
+fn get_as_seller(url: &str, path: &str) -> (u16, Value) {
+    http_as(
+        &client_tls(url, Role::Seller, SELLER),
+        "GET",
+        url,
+        path,
+        None,
+    )
+}
+
+/// A server in the test process with a server certificate from this thread's stack's CA:
+/// `answer(method, path, body)` gives status and body.
 struct FakeServer {
     url: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Background,
 }
 
 type Answer = dyn Fn(&str, &str, &str) -> (u16, String) + Send + Sync;
 
 impl FakeServer {
     fn start(answer: Box<Answer>) -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                let Ok((mut c, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                c.set_nonblocking(false).unwrap();
-                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let (head_end, length) = loop {
-                    let n = c.read(&mut chunk).unwrap_or(0);
-                    if n == 0 {
-                        break (0, 0);
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let length = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .map_or(0, |v| v.trim().parse().unwrap_or(0));
-                        break (end, length);
-                    }
-                };
-                if head_end == 0 {
-                    continue;
-                }
-                while buf.len() < head_end + 4 + length {
-                    let n = c.read(&mut chunk).unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-                let mut first = head.split(' ');
-                let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
-                let body = String::from_utf8_lossy(&buf[head_end + 4..]).into_owned();
-                let (status, out) = answer(method, path, &body);
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out}",
-                    out.len()
-                );
+        let ca_dir = CURRENT_CA
+            .with(|c| c.borrow().clone())
+            .expect("start a Stack before a FakeServer");
+        let id = identity(&ca_dir, Role::Server, "gateway");
+        let tls = ServerTls::new(&id, &id.ca).unwrap();
+        let handler = Arc::new(move |req: &Request| {
+            let (status, body) =
+                answer(&req.method, &req.path, &String::from_utf8_lossy(&req.body));
+            Response {
+                status,
+                content_type: "application/json",
+                body: body.into_bytes(),
             }
         });
+        let server =
+            Background::start("127.0.0.1:0", handler, Limits::default(), Some(tls), "fake")
+                .unwrap();
+        let url = server.url();
+        trust(&url, &ca_dir);
         FakeServer {
             url,
-            stop,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -164,15 +213,6 @@ impl FakeServer {
             }
             (status, v.to_string())
         }))
-    }
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -205,6 +245,25 @@ impl Stack {
     fn start(name: &str, gateway_db: Option<&str>, gateway_extra: &[&str]) -> Stack {
         let dir = test_dir(name);
         let auc_db = dir.join("auc.sqlite");
+        let ca_dir = dir.join("ca");
+        CURRENT_CA.with(|c| *c.borrow_mut() = Some(ca_dir.clone()));
+        let issue = |role: &str, who: &str, out: &str| {
+            let o = simlab(&[
+                "gateway",
+                "issue",
+                "--ca-dir",
+                s(&ca_dir),
+                "--role",
+                role,
+                "--name",
+                who,
+                "--out",
+                s(&dir.join(out)),
+            ]);
+            assert!(o.status.success(), "{:?}", text(&o));
+        };
+        issue("server", "auc", "auc-tls");
+        issue("seller", SELLER, "seller-tls");
         let (auc, auc_url) = spawn_role(
             "auc",
             &[
@@ -214,10 +273,13 @@ impl Stack {
                 s(&auc_db),
                 "--listen",
                 "127.0.0.1:0",
+                "--tls",
+                s(&dir.join("auc-tls")),
                 "--profile",
                 PHONE,
             ],
         );
+        trust(&auc_url, &ca_dir);
         let gateway_db = gateway_db
             .map(String::from)
             .unwrap_or_else(|| dir.join("gateway.sqlite").to_string_lossy().into_owned());
@@ -255,6 +317,8 @@ impl Stack {
                 SELLER,
                 "--listen",
                 "127.0.0.1:0",
+                "--tls",
+                s(&stack.seller_tls()),
                 "--item",
                 "coffee=350",
                 "--item",
@@ -263,9 +327,14 @@ impl Stack {
                 "ticket=4900",
             ],
         );
+        trust(&seller_url, &stack.dir.join("ca"));
         stack.seller = Some(seller);
         stack.seller_url = seller_url;
         stack
+    }
+
+    fn seller_tls(&self) -> PathBuf {
+        self.dir.join("seller-tls")
     }
 
     fn start_gateway(&mut self, extra: &[&str]) {
@@ -284,6 +353,7 @@ impl Stack {
         ];
         args.extend_from_slice(extra);
         let (gw, url) = spawn_role("gateway", &args);
+        trust(&url, &ca_dir);
         self.gateway = Some(gw);
         self.gw_url = url;
     }
@@ -300,6 +370,7 @@ impl Stack {
     fn phone(&self, name: &str) -> Phone {
         Phone {
             state: self.dir.join(format!("{name}.state")),
+            ca: self.ca_pem(),
         }
     }
 
@@ -314,14 +385,17 @@ impl Stack {
             &self.gw_url,
             "--seller-id",
             SELLER,
+            "--tls",
+            s(&self.seller_tls()),
             "--json",
         ])
     }
 
-    /// POSTs a 910 by hand.
+    /// POSTs a 910 by hand, as the seller.
     fn bill(&self, batch_id: &str, records: Vec<Value>) -> (u16, Value) {
-        post(
+        post_as_seller(
             &self.gw_url,
+            SELLER,
             "/v1/billing/batches",
             &json!({ "seller_id": SELLER, "batch_id": batch_id, "records": records }),
         )
@@ -337,6 +411,8 @@ impl Stack {
 /// The emulated card (demo USIM with the token applet) with persistent memory.
 struct Phone {
     state: PathBuf,
+    /// The operator's CA, pinned for every service the phone reaches.
+    ca: PathBuf,
 }
 
 impl Phone {
@@ -357,6 +433,8 @@ impl Phone {
             TOKEN_PIN,
             "--sim-pin",
             SIM_PIN,
+            "--ca",
+            s(&self.ca),
             "--json",
         ];
         args.extend_from_slice(extra);
@@ -372,7 +450,16 @@ impl Phone {
 
     fn buy(&self, seller: &str, item: &str, extra: &[&str]) -> std::process::Output {
         let mut args = vec![
-            "buy", "--seller", seller, "--item", item, "--pin", TOKEN_PIN, "--json",
+            "buy",
+            "--seller",
+            seller,
+            "--item",
+            item,
+            "--pin",
+            TOKEN_PIN,
+            "--ca",
+            s(&self.ca),
+            "--json",
         ];
         args.extend_from_slice(extra);
         self.run(&args)
@@ -469,13 +556,24 @@ fn openssl(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Each record's fate in a 920, in batch order: `billed`, or the reason it was not (the
+/// answer names only the records not billed, by their position).
 fn reasons(answer: &Value) -> Vec<String> {
-    answer["results"]
+    let n = answer["records"].as_u64().unwrap() as usize;
+    let mut out = vec!["billed".to_string(); n];
+    for r in answer["rejections"].as_array().unwrap() {
+        out[r["index"].as_u64().unwrap() as usize] = r["reason"].as_str().unwrap().to_string();
+    }
+    out
+}
+
+/// The rejection of record `index` in a 920, if it was not billed.
+fn rejection(answer: &Value, index: usize) -> Option<&Value> {
+    answer["rejections"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["reason"].as_str().unwrap_or("billed").to_string())
-        .collect()
+        .find(|r| r["index"].as_u64() == Some(index as u64))
 }
 
 // ----- the tests -------------------------------------------------------------------------------
@@ -640,6 +738,8 @@ fn a_usim_ahead_of_the_auc_resynchronises() {
         "enroll",
         "--gateway",
         &stack.gw_url,
+        "--ca",
+        s(&stack.ca_pem()),
         "--pin",
         TOKEN_PIN,
         "--sim-pin",
@@ -861,11 +961,6 @@ fn the_gateway_answers_bad_input_with_the_right_status() {
             400,
             "malformed_json",
         ),
-        (
-            Some(r#"{"sid":"000102030405060708090a0b0c0d0e0f","imsi":"001019999999999"}"#),
-            404,
-            "unknown_imsi",
-        ),
     ];
     for (body, status, code) in cases {
         let (st, v) = http("POST", g, begin, body);
@@ -875,6 +970,22 @@ fn the_gateway_answers_bad_input_with_the_right_status() {
             "{body:?}: {v}"
         );
     }
+    // An IMSI the AuC does not know looks like one it knows: no enumeration of subscribers.
+    let known = json!({ "sid": "cc0102030405060708090a0b0c0d0e0f", "imsi": "001010000000042" });
+    let unknown = json!({ "sid": "dd0102030405060708090a0b0c0d0e0f", "imsi": "001019999999999" });
+    let (st_known, a) = post(g, begin, &known);
+    let (st_unknown, b) = post(g, begin, &unknown);
+    assert_eq!((st_known, st_unknown), (200, 200), "{a} {b}");
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&a), keys(&b));
+    assert_eq!(
+        a["rands"].as_array().unwrap().len(),
+        b["rands"].as_array().unwrap().len()
+    );
     // Replayed SID.
     let body = json!({ "sid": "aa0102030405060708090a0b0c0d0e0f", "imsi": "001010000000042" });
     assert_eq!(post(g, begin, &body).0, 200);
@@ -893,9 +1004,24 @@ fn the_gateway_answers_bad_input_with_the_right_status() {
         &json!({"sid": "bb0102030405060708090a0b0c0d0e0f", "responses": "00112233", "public_key": "04", "restrictions": restrictions(), "m2": "00".repeat(32)}),
     );
     assert_eq!((st, v["error"].as_str()), (400, Some("bad_field")), "{v}");
-    // Billing: unknown seller, empty batch, unknown endpoint, wrong method, too large.
-    let (st, v) = post(
+    // Billing: no client certificate, another seller's, an unregistered seller, an empty
+    // batch, unknown endpoint, wrong method, too large.
+    let batch = json!({"seller_id": SELLER, "batch_id": "b", "records": [record("t", "01", 1, b"x", "30")]});
+    let (st, v) = post(g, "/v1/billing/batches", &batch);
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (403, Some("client_certificate_required")),
+        "{v}"
+    );
+    let (st, v) = post_as_seller(g, "cafe-2", "/v1/billing/batches", &batch);
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (403, Some("wrong_seller")),
+        "{v}"
+    );
+    let (st, v) = post_as_seller(
         g,
+        "nobody",
         "/v1/billing/batches",
         &json!({"seller_id": "nobody", "batch_id": "b", "records": [record("t", "01", 1, b"x", "30")]}),
     );
@@ -908,28 +1034,83 @@ fn the_gateway_answers_bad_input_with_the_right_status() {
     assert_eq!(st, 400);
     assert_eq!(http("GET", g, "/v1/nothing", None).0, 404);
     assert_eq!(http("GET", g, "/v1/bootstrap/begin", None).0, 405);
-    // A body over the limit is refused from its Content-Length, before it is sent.
-    let mut c = TcpStream::connect(g.trim_start_matches("http://")).unwrap();
-    write!(
-        c,
-        "POST /v1/billing/batches HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
-        17 << 20
-    )
-    .unwrap();
-    let mut answer = String::new();
-    c.read_to_string(&mut answer).unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 413 ") && answer.contains("body_too_large"),
-        "{answer}"
+    // A body over the limit: refused from its Content-Length (a few times the limit is read
+    // and dropped, so the client reads the 413); 50 MB is not read at all.
+    let big = format!("{{\"x\": \"{}\"}}", "a".repeat(2 << 20));
+    let (st, v) = http("POST", g, "/v1/billing/batches", Some(&big));
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (413, Some("body_too_large")),
+        "{v}"
     );
-    // Validity check of an unknown certificate.
-    assert_eq!(http("GET", g, "/v1/certificates/0102", None).0, 404);
-    assert_eq!(http("GET", g, "/v1/certificates/zz", None).0, 400);
-    // The AuC's own answers.
-    let (st, v) = post(
-        &stack.auc_url,
+    let huge = vec![b'a'; 50 << 20];
+    let base = Url::parse(g).unwrap().with_tls(&phone_tls(g));
+    match client::request(&base, "POST", "/v1/billing/batches", Some(&huge)) {
+        Ok(a) => assert_eq!(a.status, 413),
+        Err(_) => {} // the connection closed under the client's feet: also a refusal
+    }
+    // A 1 MB header: refused or closed.
+    let mut raw = TcpStream::connect(g.trim_start_matches("https://")).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = raw.write_all(&[0x16, 0x03, 0x01, 0x00, 0x10]); // half a ClientHello, then gone
+    drop(raw);
+    let header = "h".repeat(1 << 20);
+    let o = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            s(&stack.ca_pem()),
+        ])
+        .args(["-H", &format!("X-Big: {header}"), &format!("{g}/v1/health")])
+        .output();
+    if let Ok(o) = o {
+        let code = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            code == "431" || code == "000" || code == "400",
+            "1 MB header: {code}"
+        );
+    }
+    // Validity check of an unknown certificate, as a seller (anyone else gets 403).
+    assert_eq!(get_as_seller(g, "/v1/certificates/0102").0, 404);
+    assert_eq!(get_as_seller(g, "/v1/certificates/zz").0, 400);
+    assert_eq!(http("GET", g, "/v1/certificates/0102", None).0, 403);
+    // After all that, the gateway still answers, and billed nothing.
+    assert_eq!(http("GET", g, "/v1/health", None).0, 200);
+    assert!(stack.cdrs().is_empty());
+    // The AuC answers gateways only: Kc, CK and IK go to nobody else.
+    let ask = json!({"imsi": "001010000000042", "path": "gsm", "count": 3}).to_string();
+    let a = &stack.auc_url;
+    for (who, tls) in [
+        ("no certificate", phone_tls(a)),
+        ("a seller", client_tls(a, Role::Seller, SELLER)),
+        ("an operator", client_tls(a, Role::Operator, "alice")),
+    ] {
+        let (st, v) = http_as(&tls, "POST", a, "/v1/auth-info", Some(&ask));
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (403, Some("gateway_certificate_required")),
+            "{who}: {v}"
+        );
+        assert!(!v.to_string().contains("kc"), "{who}: {v}");
+    }
+    let gateway = client_tls(a, Role::Gateway, "gateway");
+    let (st, v) = http_as(&gateway, "POST", a, "/v1/auth-info", Some(&ask));
+    assert_eq!(
+        (st, v["triplets"].as_array().map(Vec::len)),
+        (200, Some(3)),
+        "{v}"
+    );
+    // The AuC's own answers to a gateway.
+    let (st, v) = http_as(
+        &gateway,
+        "POST",
+        a,
         "/v1/auth-info",
-        &json!({"imsi": "001010000000042", "path": "gsm", "count": 9}),
+        Some(&json!({"imsi": "001010000000042", "path": "gsm", "count": 9}).to_string()),
     );
     assert_eq!((st, v["error"].as_str()), (400, Some("bad_field")), "{v}");
 }
@@ -1008,12 +1189,7 @@ fn the_seller_refuses_foreign_revoked_and_over_limit_certificates() {
         "--json",
     ]);
     assert!(o.status.success(), "{:?}", text(&o));
-    let (st, v) = http(
-        "GET",
-        &stack.gw_url,
-        &format!("/v1/certificates/{serial}"),
-        None,
-    );
+    let (st, v) = get_as_seller(&stack.gw_url, &format!("/v1/certificates/{serial}"));
     assert_eq!((st, v["status"].as_str()), (200, Some("revoked")), "{v}");
     let o = phone.buy(&stack.seller_url, "coffee", &[]);
     let (_, err) = text(&o);
@@ -1238,15 +1414,15 @@ fn the_gateway_rejects_each_bad_record_for_its_reason_and_bills_the_rest_once() 
         (a["accepted"].as_u64(), a["rejected"].as_u64()),
         (Some(3), Some(8))
     );
-    assert_eq!(a["results"][1]["same_invoice"], true);
+    assert_eq!(rejection(&a, 1).unwrap()["same_invoice"], true);
     assert!(
-        a["results"][4]["detail"]
+        rejection(&a, 4).unwrap()["detail"]
             .as_str()
             .unwrap()
             .contains("per-purchase limit")
     );
     assert!(
-        a["results"][9]["detail"]
+        rejection(&a, 9).unwrap()["detail"]
             .as_str()
             .unwrap()
             .contains("3 purchases per period")
@@ -1261,13 +1437,13 @@ fn the_gateway_rejects_each_bad_record_for_its_reason_and_bills_the_rest_once() 
         ],
     );
     assert_eq!(reasons(&b), ["already_billed", "already_billed"]);
-    assert_eq!(b["results"][0]["billed_in_batch"], "batch-1");
-    assert_eq!(b["results"][0]["same_invoice"], true);
+    assert_eq!(rejection(&b, 0).unwrap()["billed_in_batch"], "batch-1");
+    assert_eq!(rejection(&b, 0).unwrap()["same_invoice"], true);
     // Another invoice reusing a billed transaction id: rejected as well, flagged as different.
     let (i1b, s1b) = signed("t-1", 100, t);
     let (_, c) = stack.bill("batch-3", vec![record("t-1", &serial_hex, 100, &i1b, &s1b)]);
     assert_eq!(reasons(&c), ["already_billed"]);
-    assert_eq!(c["results"][0]["same_invoice"], false);
+    assert_eq!(rejection(&c, 0).unwrap()["same_invoice"], false);
 
     // Revocation: an invoice issued after it is not billed.
     assert!(
@@ -1444,6 +1620,8 @@ fn a_gateway_killed_with_sigkill_at_any_moment_bills_nothing_twice() {
                 &stack.gw_url,
                 "--seller-id",
                 SELLER,
+                "--tls",
+                s(&stack.seller_tls()),
                 "--batch-size",
                 "5",
                 "--json",
@@ -1578,8 +1756,11 @@ fn another_sqlite_client_reading_the_live_database_loses_nothing() {
                     half.iter()
                         .map(|(txn, r)| {
                             let (status, a) = stack.bill(&format!("b-{txn}"), vec![r.clone()]);
-                            let outcome =
-                                a["results"][0]["status"].as_str().unwrap_or("").to_string();
+                            let outcome = if status == 200 {
+                                reasons(&a)[0].clone()
+                            } else {
+                                String::new()
+                            };
                             (txn.clone(), status, outcome)
                         })
                         .collect::<Vec<_>>()
@@ -1636,12 +1817,7 @@ fn another_sqlite_client_reading_the_live_database_loses_nothing() {
     let lost: Vec<&&str> = billed.iter().filter(|t| !stored.contains(**t)).collect();
     assert!(lost.is_empty(), "answered billed, then lost: {lost:?}");
     assert_eq!(cdrs.len(), N);
-    let (status, cert) = http(
-        "GET",
-        &stack.gw_url,
-        &format!("/v1/certificates/{serial2}"),
-        None,
-    );
+    let (status, cert) = get_as_seller(&stack.gw_url, &format!("/v1/certificates/{serial2}"));
     assert_eq!(
         status, 200,
         "the certificate issued during the reads is gone: {cert}"
@@ -1990,8 +2166,9 @@ fn the_gateway_on_postgresql_bills_once_even_with_two_gateway_processes() {
         .collect();
     let batch = json!({ "seller_id": SELLER, "batch_id": "race", "records": records });
     let answers: Vec<Value> = std::thread::scope(|scope| {
-        let a = scope.spawn(|| post(&first_url, "/v1/billing/batches", &batch).1);
-        let b = scope.spawn(|| post(&second_url, "/v1/billing/batches", &batch).1);
+        let a = scope.spawn(|| post_as_seller(&first_url, SELLER, "/v1/billing/batches", &batch).1);
+        let b =
+            scope.spawn(|| post_as_seller(&second_url, SELLER, "/v1/billing/batches", &batch).1);
         vec![a.join().unwrap(), b.join().unwrap()]
     });
     let accepted: u64 = answers
@@ -2000,10 +2177,7 @@ fn the_gateway_on_postgresql_bills_once_even_with_two_gateway_processes() {
         .sum();
     assert_eq!(accepted, 20, "{answers:#?}");
     for i in 0..20 {
-        let verdicts: Vec<&str> = answers
-            .iter()
-            .map(|a| a["results"][i]["reason"].as_str().unwrap_or("billed"))
-            .collect();
+        let verdicts: Vec<String> = answers.iter().map(|a| reasons(a)[i].clone()).collect();
         assert!(
             verdicts == ["billed", "already_billed"] || verdicts == ["already_billed", "billed"],
             "record {i}: {verdicts:?}"
@@ -2029,6 +2203,8 @@ fn the_gateway_on_postgresql_bills_once_even_with_two_gateway_processes() {
         &stack.gw_url,
         "--seller-id",
         SELLER,
+        "--tls",
+        s(&stack.seller_tls()),
         "--json",
     ]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
@@ -2043,4 +2219,337 @@ fn the_gateway_on_postgresql_bills_once_even_with_two_gateway_processes() {
     assert_eq!(stack.cdrs().len(), 25);
     // The seller checked validity with the first gateway all along.
     drop(first);
+}
+
+// ----- TLS: who may connect, and how the stack behaves under abuse -------------------------------
+
+/// A TLS client certificate made with the `openssl` binary, signed by the stack's CA key but
+/// valid only in 2020: the handshake must refuse it.
+fn expired_identity(stack: &Stack) -> PathBuf {
+    let dir = stack.dir.join("expired");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("serial"), "7a01\n").unwrap();
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = x\n[x]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n\
+         default_md = sha256\npolicy = p\nx509_extensions = ext\nunique_subject = no\n\
+         [p]\norganizationName = optional\norganizationalUnitName = optional\ncommonName = supplied\n\
+         [ext]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+         extendedKeyUsage = clientAuth\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "req.csr",
+        "-subj",
+        "/O=simlab/OU=seller/CN=cafe-1",
+    ]);
+    let ca_cert = stack.ca_pem();
+    let ca_key = stack.dir.join("ca").join("ca-key.pem");
+    run(&[
+        "ca",
+        "-batch",
+        "-config",
+        "ca.cnf",
+        "-cert",
+        s(&ca_cert),
+        "-keyfile",
+        s(&ca_key),
+        "-in",
+        "req.csr",
+        "-out",
+        "cert.pem",
+        "-notext",
+        "-startdate",
+        "20200101000000Z",
+        "-enddate",
+        "20200102000000Z",
+    ]);
+    std::fs::copy(&ca_cert, dir.join("ca.pem")).unwrap();
+    dir
+}
+
+#[test]
+fn client_certificates_from_another_ca_expired_or_revoked_are_refused() {
+    assert!(require("openssl"), "openssl is needed");
+    let stack = Stack::start("pki-tls-refused", None, &[]);
+    let g = &stack.gw_url;
+    let batch = json!({"seller_id": SELLER, "batch_id": "x", "records": [record("t", "01", 1, b"x", "30")]});
+    // The seller's own certificate is let in (the record itself is refused: no such serial).
+    let own = ClientTls::mutual(&stack.seller_tls()).unwrap();
+    let (st, v) = http_as(
+        &own,
+        "POST",
+        g,
+        "/v1/billing/batches",
+        Some(&batch.to_string()),
+    );
+    assert_eq!((st, v["rejected"].as_u64()), (200, Some(1)), "{v}");
+    let refused = |tls: &ClientTls, what: &str| {
+        let base = Url::parse(g).unwrap().with_tls(tls);
+        match client::request(
+            &base,
+            "POST",
+            "/v1/billing/batches",
+            Some(batch.to_string().as_bytes()),
+        ) {
+            Err(client::ClientError::Tls { .. } | client::ClientError::Io { .. }) => {}
+            other => panic!("{what}: {other:?}"),
+        }
+    };
+    // Another CA's seller certificate with the right name.
+    let other = stack.dir.join("other-ca");
+    let o = simlab(&[
+        "gateway",
+        "issue",
+        "--ca-dir",
+        s(&other),
+        "--role",
+        "seller",
+        "--name",
+        SELLER,
+        "--out",
+        s(&stack.dir.join("other-tls")),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let mut foreign = ClientTls::mutual(&stack.dir.join("other-tls")).unwrap();
+    foreign.anchors = own.anchors.clone();
+    refused(&foreign, "a certificate from another CA");
+    // Signed by the right CA, but expired.
+    let mut expired = ClientTls::mutual(&expired_identity(&stack)).unwrap();
+    expired.anchors = own.anchors.clone();
+    refused(&expired, "an expired certificate");
+    // A sale waits to be billed when the seller's certificate is revoked.
+    let phone = stack.phone("phone");
+    phone.enrolled(g, &[]);
+    phone.bought(&stack.seller_url, "coffee");
+    // Revoked through the CA's register: refused from the next request on.
+    let serial = {
+        let register = std::fs::read_to_string(stack.dir.join("ca/tls-issued.tsv")).unwrap();
+        register
+            .lines()
+            .find(|l| l.split('\t').nth(2) == Some(SELLER))
+            .unwrap()
+            .split('\t')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let o = simlab(&[
+        "gateway",
+        "revoke",
+        "--ca-dir",
+        s(&stack.dir.join("ca")),
+        "--serial",
+        &serial,
+        "--reason",
+        "key lost",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (st, v) = http_as(
+        &own,
+        "POST",
+        g,
+        "/v1/billing/batches",
+        Some(&batch.to_string()),
+    );
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (403, Some("certificate_revoked")),
+        "{v}"
+    );
+    // `seller submit` with it says so, and bills nothing.
+    let o = stack.submit();
+    assert_ne!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).1.contains("certificate_revoked"), "{:?}", text(&o));
+    assert!(stack.cdrs().is_empty());
+}
+
+#[test]
+fn openssl_and_curl_are_independent_clients_of_the_gateway() {
+    assert!(
+        require("openssl") && require("curl"),
+        "openssl and curl are needed"
+    );
+    let stack = Stack::start("pki-tls-peers", None, &[]);
+    let g = stack.gw_url.trim_start_matches("https://").to_string();
+    // openssl s_client verifies the gateway's self-issued certificate against the pinned CA.
+    let mut s_client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &g,
+            "-CAfile",
+            s(&stack.ca_pem()),
+            "-verify_return_error",
+        ])
+        .args(["-verify_ip", "127.0.0.1", "-brief"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(s_client.stdin.take());
+    let out = s_client.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("Verification: OK"), "{said}");
+    // curl with an operator certificate: register a seller, list CDRs, revoke; without one: 403.
+    let o = simlab(&[
+        "gateway",
+        "issue",
+        "--ca-dir",
+        s(&stack.dir.join("ca")),
+        "--role",
+        "operator",
+        "--name",
+        "alice",
+        "--out",
+        s(&stack.dir.join("op-tls")),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let op = stack.dir.join("op-tls");
+    let curl = |args: &[&str]| -> (String, Value) {
+        let o = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--cacert", s(&stack.ca_pem())])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (
+            code.to_string(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    };
+    let (op_cert, op_key) = (op.join("cert.pem"), op.join("key.pem"));
+    let cert = ["--cert", s(&op_cert), "--key", s(&op_key)];
+    let url = |p: &str| format!("{}{p}", stack.gw_url);
+    let (code, v) = curl(
+        &[
+            &cert[..],
+            &[
+                "-d",
+                r#"{"seller_id":"kiosk-2","name":"Kiosk"}"#,
+                &url("/v1/sellers"),
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        (code.as_str(), v["seller_id"].as_str()),
+        ("201", Some("kiosk-2")),
+        "{v}"
+    );
+    let (code, v) = curl(&["-d", r#"{"seller_id":"kiosk-3"}"#, &url("/v1/sellers")]);
+    assert_eq!(
+        (code.as_str(), v["error"].as_str()),
+        ("403", Some("client_certificate_required"))
+    );
+    let phone = stack.phone("phone");
+    phone.enrolled(&stack.gw_url, &[]);
+    phone.bought(&stack.seller_url, "coffee");
+    assert!(stack.submit().status.success());
+    let (code, v) = curl(&[&cert[..], &[&url("/v1/cdrs?seller_id=cafe-1")]].concat());
+    assert_eq!(
+        (code.as_str(), v.as_array().map(Vec::len)),
+        ("200", Some(1)),
+        "{v}"
+    );
+    let serial = v[0]["serial"].as_str().unwrap().to_string();
+    let body = json!({ "serial": serial, "reason": "stolen" }).to_string();
+    let (code, v) = curl(&[&cert[..], &["-d", &body, &url("/v1/revocations")]].concat());
+    assert_eq!(
+        (code.as_str(), v["revoked"].as_bool()),
+        ("200", Some(true)),
+        "{v}"
+    );
+    let (st, v) = get_as_seller(&stack.gw_url, &format!("/v1/certificates/{serial}"));
+    assert_eq!((st, v["status"].as_str()), (200, Some("revoked")), "{v}");
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_the_gateway_exits_0() {
+    assert!(require("openssl"), "openssl is needed");
+    let mut stack = Stack::start("pki-tls-sigterm", None, &[]);
+    let g = stack.gw_url.trim_start_matches("https://").to_string();
+    // A raw TLS pipe: the head and half the body now, the rest after SIGTERM.
+    let mut pipe = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &g,
+            "-CAfile",
+            s(&stack.ca_pem()),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let body =
+        json!({ "sid": "ee0102030405060708090a0b0c0d0e0f", "imsi": "001010000000042" }).to_string();
+    let (first, rest) = body.split_at(10);
+    let mut stdin = pipe.stdin.take().unwrap();
+    write!(
+        stdin,
+        "POST /v1/bootstrap/begin HTTP/1.1\r\nHost: {g}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{first}",
+        body.len()
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let gateway = stack.gateway.as_mut().unwrap();
+    gateway.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        gateway.try_wait().is_none(),
+        "the gateway quit with a request in flight"
+    );
+    stdin.write_all(rest.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let mut answer = String::new();
+    pipe.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut answer)
+        .unwrap();
+    drop(stdin);
+    let _ = pipe.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = stack.gateway.as_mut().unwrap().try_wait() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
 }

@@ -128,8 +128,14 @@ impl Server {
 
     /// Serves `handler` until `stop`, then lets requests in flight finish.
     pub fn run(self, handler: Handler, limits: Limits, stop: Stop) -> io::Result<()> {
+        // The role behind the handler is dropped here, after the runtime has gone: a role may
+        // hold synchronous clients (postgres) whose drop blocks on a runtime of their own,
+        // which tokio forbids inside another runtime.
+        let role = handler.clone();
         let router = blocking_router(handler, limits, &self.name);
-        self.run_router(router, limits, stop)
+        let result = self.run_router(router, limits, stop);
+        drop(role);
+        result
     }
 
     /// Serves an axum router (async routes; [`blocking_router`] for a [`Handler`]). Each
