@@ -11,7 +11,7 @@
 //! - `--gateway URL`: enrollments per second (messages 210–260) through a running gateway
 //!   with its AuC, by `--clients` phones at once (the simlab card model, in-process).
 
-use super::pki::{SharedTransport, pin_arg, read_imsi, url_arg};
+use super::pki::{ClientTlsArgs, SharedTransport, pin_arg, read_imsi, service_url};
 use super::{Global, Output};
 use serde_json::json;
 use simlab_card::error::{Error, Result};
@@ -57,6 +57,9 @@ pub struct BenchArgs {
     /// Threads the gateway verifies a batch's signatures on.
     #[arg(long, value_name = "N", default_value_t = 1)]
     threads: usize,
+    /// The gateway's CA, pinned as a phone pins it.
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 fn rate(n: usize, seconds: f64) -> f64 {
@@ -185,7 +188,12 @@ fn bench_enrollment(out: &Output, a: &BenchArgs) -> Result<i32> {
     let (Some(gateway), Some(profile)) = (&a.gateway, &a.profile) else {
         return Err(Error::arg("--gateway", "needed unless --billing"));
     };
-    let gateway: Url = url_arg("--gateway", gateway)?;
+    let gateway: Url = service_url(
+        "--gateway",
+        gateway,
+        a.tls.client_tls()?.as_ref(),
+        a.tls.insecure_http,
+    )?;
     let profile = Profile::load(profile)?;
     let sim_pin = a
         .sim_pin
