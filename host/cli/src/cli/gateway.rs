@@ -492,19 +492,7 @@ pub fn run(out: &Output, global: &Global, cmd: &GatewayCommand) -> Result<i32> {
                     c.imsi,
                     hex::encode(&c.serial)
                 ));
-                rows.push(json!({
-                    "seller_id": c.seller_id,
-                    "transaction_id": c.transaction_id,
-                    "serial": hex::encode(&c.serial),
-                    "imsi": c.imsi,
-                    "amount": c.amount,
-                    "currency": c.currency,
-                    "issued_at": c.issued_at,
-                    "billed_at": c.billed_at,
-                    "batch_id": c.batch_id,
-                    "invoice": hex::encode(&c.invoice),
-                    "signature": hex::encode(&c.signature),
-                }));
+                rows.push(gateway::cdr_json(c));
             }
             out.result(&text, &json!(rows))?;
             Ok(0)

@@ -792,7 +792,8 @@ pub mod testbed {
             let der = self
                 .gateway
                 .ca
-                .issue(&serial, "testbed", &point, not_before, restrictions);
+                .try_issue(&serial, "testbed", &point, not_before, restrictions)
+                .map_err(|e| e.to_string())?;
             let sid = random::<16>()?.to_vec();
             let session = Session {
                 sid: sid.clone(),

@@ -402,7 +402,8 @@ pub fn finish(gw: &Gateway, req: &Request) -> Result<Response, ApiError> {
     };
     let der = gw
         .ca
-        .issue(&serial, cn, &public_key, not_before, &body.restrictions);
+        .try_issue(&serial, cn, &public_key, not_before, &body.restrictions)
+        .map_err(|e| ApiError::internal(format!("issuing the certificate: {e}")))?;
     let m3 = boot::m3(&k, &der).ok_or_else(|| ApiError::internal("M3"))?;
     let record = CertRecord {
         serial: serial.to_vec(),

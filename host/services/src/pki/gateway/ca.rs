@@ -322,25 +322,6 @@ impl Ca {
             .map_err(|e| CaError(format!("the CA's own subject: {e}")))
     }
 
-    /// Issues a subscriber certificate (DER).
-    ///
-    /// # Panics
-    ///
-    /// If notAfter lies past the year 9999, which no certificate can carry: a clock that far
-    /// off, or validity far beyond the 366 days [`Restrictions::validate`] allows. Use
-    /// [`try_issue`](Self::try_issue) where that is not excluded.
-    pub fn issue(
-        &self,
-        serial: &[u8; 16],
-        common_name: &str,
-        public_key: &[u8; 65],
-        not_before: u64,
-        restrictions: &Restrictions,
-    ) -> Vec<u8> {
-        self.try_issue(serial, common_name, public_key, not_before, restrictions)
-            .unwrap_or_else(|e| panic!("issuing a subscriber certificate: {e}"))
-    }
-
     /// Issues a subscriber certificate (DER), or says why these inputs make none.
     pub fn try_issue(
         &self,

@@ -93,6 +93,25 @@ pub struct Gateway {
     billed: AtomicU64,
 }
 
+/// A call detail record as JSON, for `GET /v1/cdrs` and `simlab gateway cdrs --json` alike:
+/// the signed invoice and its signature come along, so the operator can prove each charge.
+pub fn cdr_json(c: &store::Cdr) -> serde_json::Value {
+    let hex = simlab_card::hex::encode;
+    serde_json::json!({
+        "seller_id": c.seller_id,
+        "transaction_id": c.transaction_id,
+        "serial": hex(&c.serial),
+        "imsi": c.imsi,
+        "amount": c.amount,
+        "currency": c.currency,
+        "issued_at": c.issued_at,
+        "billed_at": c.billed_at,
+        "batch_id": c.batch_id,
+        "invoice": hex(&c.invoice),
+        "signature": hex(&c.signature),
+    })
+}
+
 /// The HTTP form of a store failure.
 pub fn store_error(e: StoreError) -> ApiError {
     match e {
@@ -290,23 +309,7 @@ impl Gateway {
             .get()
             .and_then(|mut s| s.cdrs(seller))
             .map_err(store_error)?;
-        let hex = simlab_card::hex::encode;
-        let rows: Vec<serde_json::Value> = cdrs
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "seller_id": c.seller_id,
-                    "transaction_id": c.transaction_id,
-                    "serial": hex(&c.serial),
-                    "imsi": c.imsi,
-                    "amount": c.amount,
-                    "currency": c.currency,
-                    "issued_at": c.issued_at,
-                    "billed_at": c.billed_at,
-                    "batch_id": c.batch_id,
-                })
-            })
-            .collect();
+        let rows: Vec<serde_json::Value> = cdrs.iter().map(cdr_json).collect();
         Ok(Response::ok(&rows))
     }
 
