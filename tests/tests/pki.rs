@@ -1135,7 +1135,12 @@ fn the_seller_refuses_foreign_revoked_and_over_limit_certificates() {
     );
     // The real certificate with its notBefore's 13 UTCTime bytes replaced by "2\u{e9}010100000Z"
     // (13 bytes of UTF-8, no valid time): refused as a bad certificate, not a 500.
-    let mut bad = unhex(e["certificate"].as_str().unwrap());
+    let pem = stack.dir.join("mine.pem");
+    let der = stack.dir.join("mine.der");
+    std::fs::write(&pem, e["certificate_pem"].as_str().unwrap()).unwrap();
+    let (ok, out) = openssl(&["x509", "-in", s(&pem), "-outform", "DER", "-out", s(&der)]);
+    assert!(ok, "{out}");
+    let mut bad = std::fs::read(&der).unwrap();
     let at = bad
         .windows(2)
         .position(|w| w == [0x17, 0x0d])
