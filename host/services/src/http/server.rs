@@ -13,6 +13,11 @@
 //! `max_in_flight` handler calls run at once (503 `busy` beyond, never a queue that grows);
 //! at most `max_connections` connections are open (more are closed at once).
 //!
+//! Why the body, time and concurrency limits are here and not tower-http layers: a refusal
+//! must be the roles' JSON error (`{"error", "detail"}`) with its request id, a body a few
+//! times too large is drained so the client reads its 413, and the concurrency limit answers
+//! 503 at once instead of queueing; hyper itself enforces the head size and head timeout.
+//!
 //! Every request gets an id, in the log and in the `x-request-id` answer header. A 5xx answer
 //! keeps its error code but its detail goes to the log only: clients learn the request id,
 //! not database error text.
