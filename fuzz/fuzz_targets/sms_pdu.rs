@@ -1,4 +1,4 @@
-//! `cargo +nightly fuzz run decode`: decoding arbitrary octets must not
+//! `scripts/fuzz` (target sms_pdu): decoding arbitrary octets must not
 //! panic, and whatever decodes must re-encode and decode to the same value.
 
 #![no_main]
