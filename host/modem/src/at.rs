@@ -218,6 +218,13 @@ fn final_code(line: &str) -> Option<Final> {
         .then(|| Final::Other(line.to_string()))
 }
 
+/// Whether `line` is a final result code that ends a command (`OK`, `ERROR`, `+CME ERROR: …`,
+/// `NO CARRIER`, …), and if so whether it reports success. Public only so that the fuzz target
+/// `at_lines` reaches the private parser every line of a reply goes through.
+pub fn final_result(line: &str) -> Option<bool> {
+    final_code(line).map(|f| matches!(f, Final::Ok))
+}
+
 /// What [`At::read_reply`] stopped at.
 enum Got {
     Done(Response),
