@@ -1,5 +1,6 @@
-//! `scripts/fuzz` (target sms_pdu): decoding arbitrary octets must not
-//! panic, and whatever decodes must re-encode and decode to the same value.
+//! SMS PDUs (TS 23.040 SMS-DELIVER, SMS-STATUS-REPORT, SMS-SUBMIT) as octets or as a modem's
+//! hex text: decoding must not panic, and whatever decodes must re-encode and decode to the
+//! same value.
 
 #![no_main]
 
@@ -10,6 +11,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((&flags, pdu)) = data.split_first() else {
         return;
     };
+    // The hex text a modem prints after +CMT / +CMGR / +CDS.
+    if let Ok(text) = std::str::from_utf8(pdu) {
+        let _ = simlab_sms::decode_hex(text, flags & 1 != 0);
+    }
     let Ok(decoded) = simlab_sms::decode(pdu, flags & 1 != 0) else {
         return;
     };
