@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
         Some(1) => Algorithm::Xor3g,
         _ => Algorithm::Milenage,
     };
-    let mut card = Card::new(&Config::new(Keys { algorithm, ki: [0x42; 16], opc: Some([0x17; 16]) }));
+    let mut card = Card::new(&Config::new(Keys {
+        algorithm,
+        ki: [0x42; 16],
+        opc: Some([0x17; 16]),
+    }));
     let mut resp = [0u8; RESPONSE_MAX];
     let body = data.get(1..).unwrap_or_default();
     for apdu in body.split(|&b| b == 0xFE) {

@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
                 again.push(&out[..n]);
                 match again.poll() {
                     Some(Event::Frame(f)) => {
-                        assert_eq!((f.kind, f.seq, f.payload), (frame.kind, frame.seq, frame.payload))
+                        assert_eq!(
+                            (f.kind, f.seq, f.payload),
+                            (frame.kind, frame.seq, frame.payload)
+                        )
                     }
                     other => panic!("re-encoded frame read back as {other:?}"),
                 }
