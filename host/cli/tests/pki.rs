@@ -15,7 +15,7 @@ fn closed_port() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     drop(l);
-    format!("http://127.0.0.1:{port}")
+    format!("https://127.0.0.1:{port}")
 }
 
 #[test]
@@ -174,6 +174,25 @@ fn an_unreachable_gateway_or_an_empty_token_exits_1() {
     let state = dir.join("phone.state");
     let _ = std::fs::remove_file(&state);
     let url = closed_port();
+    // The CA the phone pins, from `gateway issue` (which creates it).
+    let ca_dir = dir.join("ca");
+    let _ = std::fs::remove_dir_all(&ca_dir);
+    let _ = std::fs::remove_dir_all(dir.join("op-tls"));
+    let o = simlab(&[
+        "gateway",
+        "issue",
+        "--ca-dir",
+        ca_dir.to_str().unwrap(),
+        "--role",
+        "operator",
+        "--name",
+        "ops",
+        "--out",
+        dir.join("op-tls").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let ca = ca_dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
     let o = simlab(&[
         "--emulate",
         PHONE,
@@ -181,7 +200,8 @@ fn an_unreachable_gateway_or_an_empty_token_exits_1() {
         "enroll",
         "--gateway",
         &url,
-        "--insecure-http",
+        "--ca",
+        ca,
         "--pin",
         "0000",
         "--sim-pin",
@@ -199,7 +219,8 @@ fn an_unreachable_gateway_or_an_empty_token_exits_1() {
         "buy",
         "--seller",
         &url,
-        "--insecure-http",
+        "--ca",
+        ca,
         "--item",
         "coffee",
         "--pin",
