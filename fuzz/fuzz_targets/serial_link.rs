@@ -1,6 +1,6 @@
 //! The firmware's link decoder fed arbitrary bytes: frames that pass both checks, rejections,
-//! never a panic or a frame that was not sent; a frame it yields re-encodes to a frame that
-//! decodes the same.
+//! never a panic, never a push that takes nothing (a livelock on the MCU); a frame it yields
+//! re-encodes to a frame that decodes the same.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let mut rx = Deframer::default();
     let mut rest = data;
     while !rest.is_empty() {
+        // Every push follows a poll that returned None (or a fresh decoder), so it takes at
+        // least one byte: a full buffer with nothing to poll would be a livelock on the MCU.
         let taken = rx.push(rest);
+        assert!(taken > 0, "push took nothing after poll returned None");
         rest = &rest[taken..];
         while let Some(event) = rx.poll() {
             if let Event::Frame(frame) = event {
@@ -29,10 +32,6 @@ fuzz_target!(|data: &[u8]| {
                     other => panic!("re-encoded frame read back as {other:?}"),
                 }
             }
-        }
-        if taken == 0 {
-            // A full buffer with nothing to poll would be a livelock: the decoder must drop.
-            rx.clear();
         }
     }
 });
