@@ -401,6 +401,17 @@ impl Stack {
         )
     }
 
+    /// `simlab seller sales --json`: every sale and its billing state.
+    fn sales(&self) -> Value {
+        simlab_hil::json(&simlab(&[
+            "seller",
+            "sales",
+            "--db",
+            s(&self.seller_db()),
+            "--json",
+        ]))
+    }
+
     fn cdrs(&self) -> Vec<Value> {
         let o = simlab(&["gateway", "cdrs", "--db", &self.gateway_db, "--json"]);
         assert!(o.status.success(), "{:?}", text(&o));
@@ -682,18 +693,39 @@ fn enroll_buy_and_bill_end_to_end_checked_by_openssl() {
     );
     // The seller's own endpoint runs the same billing (what --submit-every does).
     phone.bought(&stack.seller_url, "coffee");
+    // Only the operator's staff or the seller itself may run it, or read the books.
     let (st, v) = post(&stack.seller_url, "/v1/billing/submit", &json!({}));
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (403, Some("client_certificate_required")),
+        "{v}"
+    );
+    let (st, v) = http("GET", &stack.seller_url, "/v1/sales", None);
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (403, Some("client_certificate_required")),
+        "{v}"
+    );
+    let other = client_tls(&stack.seller_url, Role::Seller, "cafe-2");
+    let (st, v) = http_as(&other, "GET", &stack.seller_url, "/v1/sales", None);
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (403, Some("wrong_seller")),
+        "{v}"
+    );
+    let operator = client_tls(&stack.seller_url, Role::Operator, "alice");
+    let (st, v) = http_as(
+        &operator,
+        "POST",
+        &stack.seller_url,
+        "/v1/billing/submit",
+        Some("{}"),
+    );
     assert_eq!((st, v["accepted"].as_u64()), (200, Some(1)), "{v}");
     // Nothing is left to bill, and the seller's log says billed.
     let again = simlab_hil::json(&stack.submit());
     assert_eq!(again["submitted"], 0);
-    let sales = simlab_hil::json(&simlab(&[
-        "seller",
-        "sales",
-        "--db",
-        s(&stack.seller_db()),
-        "--json",
-    ]));
+    let sales = stack.sales();
     assert!(
         sales
             .as_array()
@@ -1164,13 +1196,7 @@ fn the_seller_refuses_foreign_revoked_and_over_limit_certificates() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("certificate_revoked"), "{err}");
-    let sales = simlab_hil::json(&simlab(&[
-        "seller",
-        "sales",
-        "--db",
-        s(&stack.seller_db()),
-        "--json",
-    ]));
+    let sales = stack.sales();
     assert!(
         sales.as_array().unwrap().is_empty(),
         "nothing may be invoiced: {sales}"
@@ -1247,13 +1273,7 @@ fn the_seller_refuses_a_signature_over_another_amount_and_the_buyer_refuses_a_de
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("nothing signed"), "{err}");
-    let sales = simlab_hil::json(&simlab(&[
-        "seller",
-        "sales",
-        "--db",
-        s(&stack.seller_db()),
-        "--json",
-    ]));
+    let sales = stack.sales();
     let offered: Vec<_> = sales
         .as_array()
         .unwrap()
@@ -1610,17 +1630,8 @@ fn a_gateway_killed_with_sigkill_at_any_moment_bills_nothing_twice() {
         .0
         .is_some_and(|s| s.success());
     let committed = stack.cdrs().len();
-    let seller_db = stack.seller_db();
-    let sales = || {
-        simlab_hil::json(&simlab(&[
-            "seller",
-            "sales",
-            "--db",
-            s(&seller_db),
-            "--json",
-        ]))
-    };
-    let settled = sales()
+    let settled = stack
+        .sales()
         .as_array()
         .unwrap()
         .iter()
@@ -1652,7 +1663,8 @@ fn a_gateway_killed_with_sigkill_at_any_moment_bills_nothing_twice() {
     ids.dedup();
     assert_eq!((cdrs.len(), ids.len()), (N, N));
     assert!(
-        sales()
+        stack
+            .sales()
             .as_array()
             .unwrap()
             .iter()
@@ -2099,14 +2111,7 @@ fn the_gateway_on_postgresql_bills_once_even_with_two_gateway_processes() {
     phone.bought(&stack.seller_url, "coffee");
     let r = simlab_hil::json(&stack.submit());
     assert_eq!(r["accepted"], 1, "{r}");
-    let sale = simlab_hil::json(&simlab(&[
-        "seller",
-        "sales",
-        "--db",
-        s(&stack.seller_db()),
-        "--json",
-    ]))[0]
-        .clone();
+    let sale = stack.sales()[0].clone();
     let again = record(
         sale["transaction_id"].as_str().unwrap(),
         &serial_hex,
@@ -2779,13 +2784,7 @@ fn bad_input_and_load_leave_the_servers_serving_and_bill_nothing() {
         assert!((400..500).contains(&st), "{what}: {st} {v}");
         serving(what);
     }
-    let sales = simlab_hil::json(&simlab(&[
-        "seller",
-        "sales",
-        "--db",
-        s(&stack.seller_db()),
-        "--json",
-    ]));
+    let sales = stack.sales();
     assert!(sales.as_array().unwrap().is_empty(), "invoiced: {sales}");
 
     // Load: 8 clients at once, 10 requests each, while a 50 MB upload runs: every one answered.
@@ -2834,13 +2833,7 @@ fn sigterm_lets_the_batch_in_flight_finish_then_the_gateway_exits_0() {
     for _ in 0..3 {
         phone.bought(&stack.seller_url, "coffee");
     }
-    let sales = simlab_hil::json(&simlab(&[
-        "seller",
-        "sales",
-        "--db",
-        s(&stack.seller_db()),
-        "--json",
-    ]));
+    let sales = stack.sales();
     let records: Vec<Value> = sales
         .as_array()
         .unwrap()

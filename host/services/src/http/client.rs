@@ -242,6 +242,33 @@ fn ureq_error(addr: &str, e: ureq::Error) -> ClientError {
     }
 }
 
+/// A TLS server that refuses the client's certificate closes the connection while the client
+/// may still be writing its body, which reaches the client as a broken pipe or a reset rather
+/// than a TLS alert: say so, so that nobody resubmits in a loop against a refusal.
+fn tls_hint(base: &Url, e: ClientError) -> ClientError {
+    match e {
+        ClientError::Io { addr, source }
+            if base.scheme == Scheme::Https
+                && matches!(
+                    source.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) =>
+        {
+            ClientError::Io {
+                addr,
+                source: io::Error::new(
+                    source.kind(),
+                    format!(
+                        "{source} (over TLS this is also how a server refuses a client \
+                         certificate: its log names the certificate and the reason)"
+                    ),
+                ),
+            }
+        }
+        other => other,
+    }
+}
+
 /// Sends one request and reads the whole answer, whatever its status.
 pub fn request(
     base: &Url,
@@ -272,7 +299,7 @@ pub fn request(
     };
     let mut response = built
         .map_err(|_| ClientError::BadUrl(target.clone()))?
-        .map_err(|e| ureq_error(addr, e))?;
+        .map_err(|e| tls_hint(base, ureq_error(addr, e)))?;
     let status = response.status().as_u16();
     let body = response
         .body_mut()

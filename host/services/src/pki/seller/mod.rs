@@ -20,7 +20,7 @@ pub mod billing;
 pub mod sales;
 
 use crate::http::client::{self, ClientError, Url};
-use crate::http::{ApiError, Request, Response};
+use crate::http::{ApiError, Request, Response, Role};
 use crate::pki::invoice::{Invoice, valid_id};
 use crate::pki::messages::{
     Catalogue, CatalogueItem, CertificateStatus, Delivery, InvoiceOffer, PaymentRequest,
@@ -96,8 +96,11 @@ impl Seller {
             })),
             ("POST", ["v1", "purchases"]) => self.purchase(req),
             ("POST", ["v1", "purchases", txn, "payment"]) => self.payment(req, txn),
-            ("POST", ["v1", "billing", "submit"]) => self.submit(),
-            ("GET", ["v1", "sales"]) => self.list(),
+            // The seller's own books: sales carry serials, invoices and signatures, and a
+            // billing run spends the gateway's time, so only the operator's staff (or the
+            // seller's own certificate) may ask.
+            ("POST", ["v1", "billing", "submit"]) => self.staff(req).and_then(|()| self.submit()),
+            ("GET", ["v1", "sales"]) => self.staff(req).and_then(|()| self.list()),
             ("GET", ["v1", "health"]) => Ok(Response::ok(&serde_json::json!({ "role": "seller" }))),
             _ => Err(ApiError::not_found(
                 "no_such_endpoint",
@@ -105,6 +108,22 @@ impl Seller {
             )),
         };
         result.unwrap_or_else(Response::from)
+    }
+
+    /// An operator certificate, or this seller's own.
+    fn staff(&self, req: &Request) -> Result<(), ApiError> {
+        let peer = req.require(&[Role::Operator, Role::Seller])?;
+        if peer.role == Role::Seller && peer.name != self.config.seller_id {
+            return Err(ApiError::new(
+                403,
+                "wrong_seller",
+                format!(
+                    "these are {}'s books, not {:?}'s",
+                    self.config.seller_id, peer.name
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn db(&self) -> Result<std::sync::MutexGuard<'_, SalesDb>, ApiError> {
