@@ -306,7 +306,7 @@ pub fn request(
         .with_config()
         .limit(MAX_RESPONSE)
         .read_to_vec()
-        .map_err(|e| ureq_error(addr, e))?;
+        .map_err(|e| tls_hint(base, ureq_error(addr, e)))?;
     Ok(Answer { status, body })
 }
 
