@@ -229,15 +229,41 @@ const PCSCD_SOCKET: &str = "/run/pcscd/pcscd.comm";
 pub struct Bench {
     _pcscd: Option<Process>,
     _conf: Option<PathBuf>,
-    _lock: MutexGuard<'static, ()>,
+    _lock: BenchLock,
 }
 
 static BENCH_LOCK: Mutex<()> = Mutex::new(());
 
+/// The right to use pcscd and the vpcd ports: a mutex for the tests of this process and an
+/// exclusive lock on a file for every other process (another test binary, a developer's second
+/// `cargo test`), since one pcscd and one pair of vpcd ports serve the whole machine.
+pub struct BenchLock {
+    _file: std::fs::File,
+    _mutex: MutexGuard<'static, ()>,
+}
+
+/// Waits for the bench: see [`BenchLock`].
+pub fn bench_lock() -> BenchLock {
+    let mutex = BENCH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let path = std::env::temp_dir().join("simlab-bench.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+    BenchLock {
+        _file: file,
+        _mutex: mutex,
+    }
+}
+
 /// Holds the bench lock with no pcscd running, for tests of "pcscd is not running". `None`
 /// when a pcscd this harness did not start is running (it cannot be stopped from here).
-pub fn without_pcscd() -> Option<MutexGuard<'static, ()>> {
-    let lock = BENCH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+pub fn without_pcscd() -> Option<BenchLock> {
+    let lock = bench_lock();
     if pcscd_running() {
         eprintln!("skipping: a pcscd is running that this test did not start");
         return None;
@@ -291,7 +317,7 @@ impl Bench {
     /// Starts pcscd (unless a suitable one runs). `None` (skip) when pcscd or vpcd are missing
     /// and `SIMLAB_HIL` is not `require`.
     pub fn start() -> Option<Self> {
-        let lock = BENCH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = bench_lock();
         if !require("pcscd")
             || !require_file(
                 "/usr/lib/pcsc/drivers/serial/libifdvpcd.so",
