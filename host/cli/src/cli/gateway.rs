@@ -183,6 +183,8 @@ pub enum RoleArg {
     Seller,
     Gateway,
     Operator,
+    /// A MeC server on the links between operators (seed 001): server and client.
+    Peer,
 }
 
 impl From<RoleArg> for Role {
@@ -192,6 +194,7 @@ impl From<RoleArg> for Role {
             RoleArg::Seller => Role::Seller,
             RoleArg::Gateway => Role::Gateway,
             RoleArg::Operator => Role::Operator,
+            RoleArg::Peer => Role::Peer,
         }
     }
 }
@@ -340,7 +343,7 @@ pub fn run(out: &Output, global: &Global, cmd: &GatewayCommand) -> Result<i32> {
                 .map_err(|e| Error::arg("--ca-dir", e.to_string()))?;
             let role = Role::from(*role);
             let hosts = if hosts.is_empty()
-                && matches!(role, Role::Server | Role::Seller | Role::Gateway)
+                && matches!(role, Role::Server | Role::Seller | Role::Gateway | Role::Peer)
             {
                 server_hosts(&[], "")
             } else {

@@ -46,9 +46,12 @@ pub enum Role {
     /// The operator's staff and tools: add sellers, revoke, list CDRs.
     Operator,
     /// A server (AuC, gateway, seller, the seeds' servers): the TLS server side only
-    /// (serverAuth). Links between operators' servers will want a role of their own with
-    /// clientAuth, named for what the peer may do.
+    /// (serverAuth).
     Server,
+    /// A server that also calls its peers (seed 001's MeC servers asking each other
+    /// roamUserRequests and sending contracts home): serverAuth and clientAuth, because the same
+    /// certificate both answers and asks on the server-to-server links.
+    Peer,
 }
 
 impl Role {
@@ -59,6 +62,7 @@ impl Role {
             Role::Gateway => "gateway",
             Role::Operator => "operator",
             Role::Server => "server",
+            Role::Peer => "peer",
         }
     }
 
@@ -69,6 +73,7 @@ impl Role {
             "gateway" => Some(Role::Gateway),
             "operator" => Some(Role::Operator),
             "server" => Some(Role::Server),
+            "peer" => Some(Role::Peer),
             _ => None,
         }
     }

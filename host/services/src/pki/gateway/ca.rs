@@ -405,7 +405,8 @@ impl Ca {
 
 /// The extendedKeyUsage of each role: who is a TLS server, who a TLS client. A seller is both
 /// (a server for buyers, a client of its gateway), so is a gateway (a server for phones and
-/// sellers, a client of the AuC); operator tools only connect.
+/// sellers, a client of the AuC) and a roaming peer (answers and asks other operators'
+/// servers); operator tools only connect.
 pub fn tls_purposes(role: Role) -> Vec<ObjectIdentifier> {
     let (server, client) = (rfc5280::ID_KP_SERVER_AUTH, rfc5280::ID_KP_CLIENT_AUTH);
     match role {
@@ -413,6 +414,7 @@ pub fn tls_purposes(role: Role) -> Vec<ObjectIdentifier> {
         Role::Seller => vec![server, client],
         Role::Gateway => vec![client, server],
         Role::Operator => vec![client],
+        Role::Peer => vec![server, client],
     }
 }
 
@@ -581,6 +583,14 @@ mod tests {
         assert_eq!(role_of(&parsed), cert.role());
         assert_eq!(extended_key_usages(&parsed), cert.extended_key_usage);
         assert!(!format!("{id:?}").contains("key_pkcs8"));
+        let peer = ca.issue_tls(Role::Peer, "mec-no", &[], 86_400).unwrap();
+        let peer = Certificate::from_der(&peer.certificate_der).unwrap();
+        assert_eq!(peer.role(), Some((Role::Peer, "mec-no".to_string())));
+        assert_eq!(
+            peer.extended_key_usages(),
+            [rfc5280::ID_KP_SERVER_AUTH, rfc5280::ID_KP_CLIENT_AUTH]
+        );
+        assert_eq!(Role::parse(Role::Peer.as_str()), Some(Role::Peer));
         assert!(ca.issue_tls(Role::Server, "", &[], 60).is_err());
         assert!(ca.issue_tls(Role::Server, "x", &[], 0).is_err());
 
