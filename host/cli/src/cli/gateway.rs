@@ -343,8 +343,10 @@ pub fn run(out: &Output, global: &Global, cmd: &GatewayCommand) -> Result<i32> {
                 .map_err(|e| Error::arg("--ca-dir", e.to_string()))?;
             let role = Role::from(*role);
             let hosts = if hosts.is_empty()
-                && matches!(role, Role::Server | Role::Seller | Role::Gateway | Role::Peer)
-            {
+                && matches!(
+                    role,
+                    Role::Server | Role::Seller | Role::Gateway | Role::Peer
+                ) {
                 server_hosts(&[], "")
             } else {
                 hosts.clone()
