@@ -115,9 +115,9 @@ impl PartialEq for Url {
 
 impl Eq for Url {}
 
-fn agent(tls: Option<&ClientTls>) -> ureq::Agent {
+fn agent(tls: Option<&ClientTls>, timeout: Duration) -> ureq::Agent {
     let mut config = ureq::Agent::config_builder()
-        .timeout_global(Some(IO_TIMEOUT))
+        .timeout_global(Some(timeout))
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .http_status_as_error(false)
         .max_redirects(0)
@@ -166,7 +166,7 @@ impl Url {
             scheme,
             authority,
             base_path: path.trim_end_matches('/').to_string(),
-            agent: (scheme == Scheme::Http).then(|| agent(None)),
+            agent: (scheme == Scheme::Http).then(|| agent(None, IO_TIMEOUT)),
         })
     }
 
@@ -174,8 +174,20 @@ impl Url {
     /// this client presenting it (mutual TLS).
     pub fn with_tls(mut self, tls: &ClientTls) -> Url {
         if self.scheme == Scheme::Https {
-            self.agent = Some(agent(Some(tls)));
+            self.agent = Some(agent(Some(tls), IO_TIMEOUT));
         }
+        self
+    }
+
+    /// As [`Url::with_tls`], but every request (connection included) must finish within
+    /// `timeout`: a caller that asks several peers in turn (seed 001's home-server search)
+    /// gives each only its share and moves on from one that hangs.
+    pub fn with_tls_timeout(mut self, tls: Option<&ClientTls>, timeout: Duration) -> Url {
+        self.agent = match (self.scheme, tls) {
+            (Scheme::Https, Some(tls)) => Some(agent(Some(tls), timeout)),
+            (Scheme::Https, None) => None,
+            (Scheme::Http, _) => Some(agent(None, timeout)),
+        };
         self
     }
 
