@@ -6,3 +6,5 @@ pub mod db;
 pub mod http;
 pub mod otp;
 pub mod pki;
+pub mod roaming;
+pub mod router;
