@@ -22,100 +22,12 @@ use crate::token::{self, Token};
 /// of this size never truncates.
 pub const RESPONSE_MAX: usize = 258;
 
-/// The ATR of simlab's own virtual card type: T=0 only (so no TCK), TA1 = 96, and "simlab-v1"
-/// as proprietary historical bytes.
-pub const SIMLAB_ATR: &[u8] = &[
-    0x3B, 0x19, 0x96, b's', b'i', b'm', b'l', b'a', b'b', b'-', b'v', b'1',
-];
+pub use crate::card_type::SIMLAB_ATR;
 
 /// The longest ATR ISO 7816-3 allows.
 pub const ATR_MAX: usize = 33;
 
-/// The kinds of programmable card the model can be. Each has the ATR by which tools recognise
-/// it, its ADM rules and its vendor key files (REFERENCE.md), so a provisioning driver for the
-/// real card is exercised end to end against the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CardType {
-    /// simlab's own: a UICC with ADM1 (0A), key files A515/6F20 and ADF.USIM/AF20
-    /// (algorithm ‖ Ki ‖ OPc), PIN1/PUK1 settable through A515/6F01.
-    Simlab,
-    /// sysmoSIM-GR1: a TS 51.011 SIM only; ADM is CHV 5; Ki by `80 D4 02 00 10 <Ki>`.
-    SysmoSimGr1,
-    /// sysmoUSIM-SJS1: ADM1 (0A); Ki in 7F20/00FF, OPc in 7F20/00F7 as 01 ‖ OPc.
-    SysmoUsimSjs1,
-    /// sysmoISIM-SJA2: ADM1 (0A); ICCID not writable; algorithm ‖ Ki ‖ OPc in A515/6F20 and
-    /// ADF.USIM/AF20.
-    SysmoIsimSja2,
-}
-
-impl CardType {
-    pub const ALL: [CardType; 4] = [
-        CardType::Simlab,
-        CardType::SysmoSimGr1,
-        CardType::SysmoUsimSjs1,
-        CardType::SysmoIsimSja2,
-    ];
-
-    /// The name used in profiles (`card_type`) and reports.
-    pub const fn name(self) -> &'static str {
-        match self {
-            CardType::Simlab => "simlab",
-            CardType::SysmoSimGr1 => "sysmoSIM-GR1",
-            CardType::SysmoUsimSjs1 => "sysmoUSIM-SJS1",
-            CardType::SysmoIsimSja2 => "sysmoISIM-SJA2",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name().eq_ignore_ascii_case(name))
-    }
-
-    /// The ATR the real card sends, as public tools match it.
-    pub const fn atr(self) -> &'static [u8] {
-        match self {
-            CardType::Simlab => SIMLAB_ATR,
-            CardType::SysmoSimGr1 => &[
-                0x3B, 0x99, 0x18, 0x00, 0x11, 0x88, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x60,
-            ],
-            CardType::SysmoUsimSjs1 => &[
-                0x3B, 0x9F, 0x96, 0x80, 0x1F, 0xC7, 0x80, 0x31, 0xA0, 0x73, 0xBE, 0x21, 0x13, 0x67,
-                0x43, 0x20, 0x07, 0x18, 0x00, 0x00, 0x01, 0xA5,
-            ],
-            CardType::SysmoIsimSja2 => &[
-                0x3B, 0x9F, 0x96, 0x80, 0x1F, 0x87, 0x80, 0x31, 0xE0, 0x73, 0xFE, 0x21, 0x1B, 0x67,
-                0x4A, 0x4C, 0x75, 0x30, 0x34, 0x05, 0x4B, 0xA9,
-            ],
-        }
-    }
-
-    /// Whether the card answers the TS 102 221 (CLA 00) dialect.
-    pub const fn is_uicc(self) -> bool {
-        !matches!(self, CardType::SysmoSimGr1)
-    }
-
-    /// The VERIFY reference of ADM1 in the TS 51.011 dialect.
-    const fn gsm_adm_reference(self) -> u8 {
-        match self {
-            CardType::SysmoSimGr1 => 0x05,
-            _ => 0x0A,
-        }
-    }
-
-    /// Whether a vendor file exists on this card type (standard files exist on all).
-    fn has_file(self, file: u8) -> bool {
-        match file {
-            idx::EF_SJS1_KI | idx::EF_SJS1_OPC => self == CardType::SysmoUsimSjs1,
-            idx::DF_SJA2 | idx::EF_SJA2_KEYS | idx::EF_SJA2_USIM_KEYS => {
-                matches!(self, CardType::SysmoIsimSja2 | CardType::Simlab)
-            }
-            idx::EF_SIMLAB_CHV => self == CardType::Simlab,
-            idx::ADF_USIM => self.is_uicc(),
-            _ => true,
-        }
-    }
-}
+pub use crate::card_type::CardType;
 
 /// The algorithm codes of the SJA2-style key files (REFERENCE.md: milenage = 4, comp128v1..3 =
 /// 1..3); simlab's own type adds 5 = xor2g and 6 = xor3g.
@@ -144,6 +56,9 @@ pub fn encode_key_file(alg: Algorithm, ki: &[u8; 16], opc: Option<&[u8; 16]>) ->
     out[17..].copy_from_slice(opc.unwrap_or(&[0; 16]));
     out
 }
+
+/// The longest vendor key file (algorithm ‖ Ki ‖ OPc).
+const KEY_IMAGE_MAX: usize = 33;
 
 /// Everything needed to build a card; the host fills it from a profile.
 #[derive(Clone)]
@@ -219,6 +134,7 @@ enum Fail {
     WrongCode(u8),
     Contradiction,
     NoResponse,
+    Invalidated,
     Raw(Status),
 }
 
@@ -255,6 +171,8 @@ impl Fail {
             Fail::Contradiction => Status::ConditionsNotSatisfied,
             Fail::NoResponse if gsm => Status::NoPreciseDiagnosis,
             Fail::NoResponse => Status::ConditionsNotSatisfied,
+            Fail::Invalidated if gsm => Status::GsmInvalidated,
+            Fail::Invalidated => Status::ReferenceDataInvalidated,
             Fail::Raw(s) => s,
         }
     }
@@ -307,16 +225,87 @@ pub struct Card {
     card_type: CardType,
     /// Set whenever state that must survive a power cut changes; see [`Card::take_dirty`].
     dirty: bool,
+    /// Files switched off by DEACTIVATE FILE (one bit per file index), persistent.
+    deactivated: [u8; DEACTIVATED_LEN],
     // Volatile state, lost on reset.
+    /// The working state of the channel the current command came on; the others wait in
+    /// `channels` (see [`Card::process`]).
     current_df: u8,
     current_ef: Option<u8>,
     record: u8,
-    usim_active: bool,
+    app: App,
     /// The token applet is selected: CLA 00/80 commands other than SELECT and GET RESPONSE go
     /// to it.
     token_active: bool,
+    channels: [Channel; CHANNELS],
+    /// Which channel the pending response belongs to.
+    pending_channel: u8,
     pending: [u8; 256],
     pending_len: usize,
+}
+
+/// Logical channels 0–3 (ISO 7816-4 5.4.1 first interindustry CLA); channel 0 is always open.
+pub const CHANNELS: usize = 4;
+
+/// Bytes of the persistent deactivation bitmap.
+pub const DEACTIVATED_LEN: usize = fs::FILE_COUNT.div_ceil(8);
+
+/// The application selected on a channel: it decides what 7FFF means, which AUTHENTICATE
+/// contexts exist and what STATUS reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum App {
+    None,
+    Usim,
+    Isim,
+    /// The GlobalPlatform issuer security domain.
+    Isd,
+    /// The GSMA access rule application master.
+    AraM,
+}
+
+/// The ISD's AID (GP 2.3 H.1).
+const ISD_AID: [u8; 8] = [0xA0, 0x00, 0x00, 0x01, 0x51, 0x00, 0x00, 0x00];
+/// ARA-M's AID (GP SE Access Control 1.1).
+const ARAM_AID: [u8; 9] = [0xA0, 0x00, 0x00, 0x01, 0x51, 0x41, 0x43, 0x4C, 0x00];
+
+/// The dialect and logical channel of a CLA (ISO 7816-4 5.4.1, TS 102 221 10.1.1): A0 is the
+/// GSM SIM on the basic channel; 0X/8X/9X carry channels 0–3 in b2b1; 4X–7X and CX–FX the
+/// extended channels 4–19, which this card does not open.
+fn classify(cla: u8) -> Result<(Dialect, u8), Status> {
+    match cla {
+        0xA0 => Ok((Dialect::Gsm, 0)),
+        c if c & 0x40 == 0 => {
+            if c & 0x20 != 0 || c & 0x0C != 0 {
+                // RFU, or secure messaging, which no application here speaks.
+                return Err(Status::ClaNotSupported);
+            }
+            Ok((Dialect::Uicc, c & 0x03))
+        }
+        c if c & 0x20 != 0 => Err(Status::ClaNotSupported),
+        c => Ok((Dialect::Uicc, 4 + (c & 0x0F))),
+    }
+}
+
+/// What one logical channel remembers between its commands.
+#[derive(Clone, Copy, Debug)]
+struct Channel {
+    open: bool,
+    df: u8,
+    ef: Option<u8>,
+    record: u8,
+    app: App,
+    token: bool,
+}
+
+impl Channel {
+    const CLOSED: Channel = Channel {
+        open: false,
+        df: idx::MF,
+        ef: None,
+        record: 0,
+        app: App::None,
+        token: false,
+    };
 }
 
 impl Card {
@@ -324,7 +313,7 @@ impl Card {
     pub fn new(config: &Config) -> Self {
         let atr_len = config.atr_len.min(ATR_MAX);
         let mut card = Card {
-            arena: Arena::default(),
+            arena: Arena::new(config.card_type),
             sub: Subscriber::new(config.keys.clone(), config.sqn),
             token: Token::new(&config.token_seed),
             card_type: config.card_type,
@@ -335,14 +324,26 @@ impl Card {
             atr: config.atr,
             atr_len,
             dirty: false,
+            deactivated: [0; DEACTIVATED_LEN],
             current_df: idx::MF,
             current_ef: None,
             record: 0,
-            usim_active: false,
+            app: App::None,
             token_active: false,
+            channels: [Channel::CLOSED; CHANNELS],
+            pending_channel: 0,
             pending: [0; 256],
             pending_len: 0,
         };
+        let arena = &mut card.arena;
+        fs::factory(config.card_type, |file, offset, bytes| {
+            if let Some(dst) = arena
+                .content_mut(file)
+                .get_mut(offset..offset + bytes.len())
+            {
+                dst.copy_from_slice(bytes);
+            }
+        });
         card.reset();
         card
     }
@@ -362,8 +363,10 @@ impl Card {
         self.current_df = idx::MF;
         self.current_ef = None;
         self.record = 0;
-        self.usim_active = false;
+        self.app = App::None;
         self.token_active = false;
+        self.channels = [Channel::CLOSED; CHANNELS];
+        self.channels[0].open = true;
         self.token.reset();
         self.pending_len = 0;
         self.pin1.verified = false;
@@ -413,8 +416,9 @@ impl Card {
         ]
     }
 
-    /// Writes the persistent state (keys, codes and counters, SQN window, files) into `out`,
-    /// which must hold [`state::STATE_LEN`] bytes; returns the length written, 0 if too small.
+    /// Writes the persistent state (card type, keys, codes and counters, SQN window, files,
+    /// deactivated files, token) into `out`, which must hold [`state::STATE_LEN`] bytes;
+    /// returns the length written, 0 if too small.
     pub fn save_state(&self, out: &mut [u8]) -> usize {
         let Some(out) = out.get_mut(..state::STATE_LEN) else {
             return 0;
@@ -422,6 +426,19 @@ impl Card {
         let mut p = state::Put { buf: out, at: 0 };
         p.bytes(&state::MAGIC);
         p.byte(state::VERSION);
+        p.byte(self.card_type.index() as u8);
+        self.save_secrets(&mut p);
+        p.bytes(self.arena.as_bytes());
+        p.bytes(&self.deactivated);
+        let at = p.at;
+        p.at += self.token.save_state(&mut p.buf[at..at + token::STATE_LEN]);
+        let crc = state::crc32(&p.buf[..p.at]);
+        p.bytes(&crc.to_be_bytes());
+        p.at
+    }
+
+    /// Keys, codes and counters, SQN window: the part every format version shares.
+    fn save_secrets(&self, p: &mut state::Put<'_>) {
         p.byte(
             Algorithm::ALL
                 .iter()
@@ -444,42 +461,15 @@ impl Card {
         for seq in self.sub.sqn.seq {
             p.bytes(&seq.to_be_bytes()[2..]);
         }
-        p.bytes(self.arena.as_bytes());
-        let at = p.at;
-        p.at += self.token.save_state(&mut p.buf[at..at + token::STATE_LEN]);
-        let crc = state::crc32(&p.buf[..p.at]);
-        p.bytes(&crc.to_be_bytes());
-        p.at
     }
 
-    /// Restores state written by [`Card::save_state`]. Checks everything before changing
-    /// anything: on error the card is untouched. Volatile state is reset, as after power-on.
-    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), state::StateError> {
-        use state::StateError;
-        if bytes.len() != state::STATE_LEN {
-            return Err(StateError::BadLength {
-                expected: state::STATE_LEN,
-                actual: bytes.len(),
-            });
-        }
-        let (body, crc) = bytes.split_at(state::STATE_LEN - 4);
-        if body[..4] != state::MAGIC {
-            return Err(StateError::BadMagic);
-        }
-        if body[4] != state::VERSION {
-            return Err(StateError::UnsupportedVersion(body[4]));
-        }
-        if state::crc32(body).to_be_bytes() != crc {
-            return Err(StateError::BadChecksum);
-        }
-        let mut g = state::Get { buf: body, at: 5 };
+    fn restore_secrets(next: &mut Card, g: &mut state::Get<'_>) -> Result<(), state::StateError> {
         let algorithm = *Algorithm::ALL
             .get(g.byte() as usize)
-            .ok_or(StateError::BadValue("algorithm"))?;
+            .ok_or(state::StateError::BadValue("algorithm"))?;
         let ki = g.array::<16>();
         let has_opc = g.byte() != 0;
         let opc = g.array::<16>();
-        let mut next = self.clone();
         next.sub.keys = Keys {
             algorithm,
             ki,
@@ -499,9 +489,62 @@ impl Card {
             let b: [u8; 6] = g.array();
             *seq = u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]);
         }
-        next.arena
-            .as_bytes_mut()
-            .copy_from_slice(&g.array::<{ crate::fs::ARENA_SIZE }>());
+        Ok(())
+    }
+
+    /// Restores state written by [`Card::save_state`] of this or an older format version
+    /// (older ones are migrated: see [`state`]). Checks everything before changing anything:
+    /// on error the card is untouched. Volatile state is reset, as after power-on.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), state::StateError> {
+        use state::StateError;
+        if bytes.len() < 5 {
+            return Err(StateError::BadLength {
+                expected: state::STATE_LEN,
+                actual: bytes.len(),
+            });
+        }
+        if bytes[..4] != state::MAGIC {
+            return Err(StateError::BadMagic);
+        }
+        let version = bytes[4];
+        let expected = match version {
+            state::VERSION => state::STATE_LEN,
+            2 => state::V2_STATE_LEN,
+            v => return Err(StateError::UnsupportedVersion(v)),
+        };
+        if bytes.len() != expected {
+            return Err(StateError::BadLength {
+                expected,
+                actual: bytes.len(),
+            });
+        }
+        let (body, crc) = bytes.split_at(expected - 4);
+        if state::crc32(body).to_be_bytes() != crc {
+            return Err(StateError::BadChecksum);
+        }
+        let mut next = self.clone();
+        let mut g = state::Get { buf: body, at: 5 };
+        if version == state::VERSION {
+            let saved = g.byte();
+            if saved as usize != self.card_type.index() {
+                return Err(StateError::WrongCardType {
+                    saved: CardType::from_index(saved).map_or("unknown", CardType::name),
+                    card: self.card_type.name(),
+                });
+            }
+            Self::restore_secrets(&mut next, &mut g)?;
+            next.arena
+                .as_bytes_mut()
+                .copy_from_slice(&g.array::<{ crate::fs::ARENA_SIZE }>());
+            next.deactivated = g.array::<DEACTIVATED_LEN>();
+        } else {
+            // Version 2: no card type (the profile's is taken), one arena layout for every
+            // type, no deactivation bitmap. Its files move to where this layout keeps them.
+            Self::restore_secrets(&mut next, &mut g)?;
+            let old = g.array::<{ state::V2_ARENA_SIZE }>();
+            state::migrate_v2_arena(&old, &mut next.arena, self.card_type);
+            next.deactivated = [0; DEACTIVATED_LEN];
+        }
         next.token
             .restore_state(&g.array::<{ token::STATE_LEN }>())?;
         next.reset();
@@ -522,7 +565,7 @@ impl Card {
         let mut scratch = [0u8; 256];
         let (out, status) = match Command::parse(capdu) {
             Err(_) => (Out::Done, Status::WrongLength),
-            Ok(cmd) => self.dispatch(&cmd, &mut scratch),
+            Ok(cmd) => self.route(&cmd, &mut scratch),
         };
         let data: &[u8] = match out {
             Out::Data(n) => &scratch[..n],
@@ -538,12 +581,133 @@ impl Card {
         n + 2
     }
 
-    fn dispatch(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> (Out, Status) {
-        let dialect = match cmd.cla {
-            0xA0 => Dialect::Gsm,
-            c if c & 0x60 == 0 && c & 0x0C == 0 => Dialect::Uicc,
-            _ => return (Out::Done, Status::ClaNotSupported),
+    /// Which logical channels are open (bit n = channel n), for inspection and tests.
+    pub fn open_channels(&self) -> u8 {
+        self.channels
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.open)
+            .fold(0, |m, (i, _)| m | 1 << i)
+    }
+
+    /// The dispatcher: decodes class and logical channel, owns MANAGE CHANNEL, and runs the
+    /// command with the channel's own current DF, EF, record and application swapped in, so
+    /// whatever a command does stays on its channel. A command for a channel that is not open
+    /// gets 6881 and touches nothing.
+    fn route(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> (Out, Status) {
+        if self.card_type == CardType::SysmoSimGr1 && (cmd.cla, cmd.ins) == (0x80, 0xD4) {
+            return match self.gr1_write_ki(cmd) {
+                Ok(()) => (Out::Done, Status::Success),
+                Err(f) => (Out::Done, f.status(Dialect::Gsm)),
+            };
+        }
+        let (dialect, channel) = match classify(cmd.cla) {
+            Ok(c) => c,
+            Err(status) => return (Out::Done, status),
         };
+        if dialect == Dialect::Uicc && !self.card_type.is_uicc() {
+            return (Out::Done, Status::ClaNotSupported);
+        }
+        let ch = channel as usize;
+        if ch >= CHANNELS || !self.channels[ch].open {
+            return (Out::Done, Status::LogicalChannelNotSupported);
+        }
+        if dialect == Dialect::Uicc && cmd.ins == 0x70 {
+            return match self.manage_channel(channel, cmd, scratch) {
+                Ok(out) => (out, Status::Success),
+                Err(fail) => (Out::Done, fail.status(dialect)),
+            };
+        }
+        let c = self.channels[ch];
+        self.current_df = c.df;
+        self.current_ef = c.ef;
+        self.record = c.record;
+        self.app = c.app;
+        self.token_active = c.token;
+        let result = self.dispatch(dialect, channel, cmd, scratch);
+        self.channels[ch] = Channel {
+            open: true,
+            df: self.current_df,
+            ef: self.current_ef,
+            record: self.record,
+            app: self.app,
+            token: self.token_active,
+        };
+        result
+    }
+
+    /// MANAGE CHANNEL (TS 102 221 11.1.17, ISO 7816-4 7.1.2): open (P1 00; P2 00 lets the card
+    /// choose and answers the number) or close (P1 80) logical channels 1–3. A channel opened
+    /// from the basic channel starts at the MF with no application; one opened from another
+    /// channel starts where that channel is.
+    fn manage_channel(&mut self, from: u8, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
+        if !cmd.data.is_empty() {
+            return Err(Fail::WrongLc);
+        }
+        match cmd.p1 {
+            0x00 => {
+                let wanted = match cmd.p2 {
+                    0 => (1..CHANNELS)
+                        .find(|&c| !self.channels[c].open)
+                        .ok_or(Fail::Raw(Status::FunctionNotSupported))?,
+                    n if (n as usize) < CHANNELS => n as usize,
+                    4..=19 => return Err(Fail::Raw(Status::LogicalChannelNotSupported)),
+                    _ => return Err(Fail::BadP1P2),
+                };
+                if cmd.p2 == 0 && cmd.ne != Some(1) {
+                    return Err(Fail::WrongLe(1));
+                }
+                if cmd.p2 != 0 && cmd.ne.is_some() {
+                    return Err(Fail::WrongLc);
+                }
+                if self.channels[wanted].open {
+                    return Err(Fail::Raw(Status::ConditionsNotSatisfied));
+                }
+                self.channels[wanted] = match from {
+                    0 => Channel {
+                        open: true,
+                        ..Channel::CLOSED
+                    },
+                    other => self.channels[other as usize],
+                };
+                if cmd.p2 == 0 {
+                    scratch[0] = wanted as u8;
+                    return Ok(Out::Data(1));
+                }
+                Ok(Out::Done)
+            }
+            0x80 => {
+                let which = match cmd.p2 {
+                    0 => from as usize,
+                    n => n as usize,
+                };
+                if which == 0 {
+                    return Err(Fail::BadP1P2);
+                }
+                if which >= CHANNELS || !self.channels[which].open {
+                    return Err(Fail::Raw(Status::LogicalChannelNotSupported));
+                }
+                let had_token = self.channels[which].token;
+                self.channels[which] = Channel::CLOSED;
+                if self.pending_channel as usize == which {
+                    self.pending_len = 0;
+                }
+                if had_token && !self.channels.iter().any(|c| c.open && c.token) {
+                    self.token.reset();
+                }
+                Ok(Out::Done)
+            }
+            _ => Err(Fail::BadP1P2),
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        dialect: Dialect,
+        channel: u8,
+        cmd: &Command,
+        scratch: &mut [u8; 256],
+    ) -> (Out, Status) {
         // ISO 7816-4 command chaining (CLA bit 10) is for the token applet's long data only.
         if dialect == Dialect::Uicc
             && cmd.cla & 0x10 != 0
@@ -551,27 +715,22 @@ impl Card {
         {
             return (Out::Done, Status::ChainingNotSupported);
         }
-        if dialect == Dialect::Uicc && cmd.cla & 0x03 != 0 {
-            return (Out::Done, Status::LogicalChannelNotSupported);
-        }
-        if self.card_type == CardType::SysmoSimGr1 && (cmd.cla, cmd.ins) == (0x80, 0xD4) {
-            return match self.gr1_write_ki(cmd) {
-                Ok(()) => (Out::Done, Status::Success),
-                Err(f) => (Out::Done, f.status(Dialect::Gsm)),
-            };
-        }
-        if dialect == Dialect::Uicc && !self.card_type.is_uicc() {
-            return (Out::Done, Status::ClaNotSupported);
-        }
-        if cmd.ins != 0xC0 {
+        // A new command on this channel drops a response it left waiting; commands on other
+        // channels leave it for its own GET RESPONSE.
+        if cmd.ins != 0xC0 && channel == self.pending_channel {
             self.pending_len = 0;
         }
+        let proprietary = cmd.cla & 0x80 != 0;
         let result = match (dialect, cmd.ins) {
             (Dialect::Uicc, 0xA4)
                 if cmd.p1 == 0x04 && token::AID.starts_with(cmd.data) && !cmd.data.is_empty() =>
             {
                 self.token_active = true;
                 self.select_token(cmd, scratch)
+            }
+            (Dialect::Uicc, 0xA4) if cmd.p1 == 0x04 && self.gp_app(cmd.data).is_some() => {
+                self.token_active = false;
+                self.select_gp(cmd, scratch)
             }
             (_, 0xA4) => {
                 self.token_active = false;
@@ -584,12 +743,20 @@ impl Card {
                     Err(status) => Err(Fail::Raw(status)),
                 }
             }
+            (_, 0xC0) if channel != self.pending_channel => Err(Fail::NoResponse),
             (_, 0xC0) => self.get_response(dialect, cmd, scratch),
+            (Dialect::Uicc, 0xF2) if !matches!(cmd.p1, 0x00..=0x02) => self.gp_get_status(cmd),
             (_, 0xF2) => self.status(dialect, cmd, scratch),
+            (Dialect::Uicc, 0xCA) if proprietary => self.gp_get_data(cmd, scratch),
             (_, 0xB0) => self.read_binary(dialect, cmd, scratch),
             (_, 0xD6) => self.update_binary(cmd),
             (_, 0xB2) => self.read_record(cmd, scratch),
             (_, 0xDC) => self.update_record(cmd),
+            (Dialect::Uicc, 0xA2) if !proprietary => self.search_record(cmd, scratch),
+            (Dialect::Gsm, 0x32) => self.increase(cmd, scratch),
+            (Dialect::Uicc, 0x32) if proprietary => self.increase(cmd, scratch),
+            (_, 0x04) => self.set_active(dialect, cmd, false),
+            (_, 0x44) => self.set_active(dialect, cmd, true),
             (_, 0x20) => self.verify(dialect, cmd),
             (_, 0x24) => self.change(dialect, cmd),
             (_, 0x26) => self.set_enabled(dialect, cmd, false),
@@ -597,6 +764,11 @@ impl Card {
             (_, 0x2C) => self.unblock(dialect, cmd),
             (Dialect::Gsm, 0x88) => self.run_gsm_algorithm(cmd, scratch),
             (Dialect::Uicc, 0x88) => self.authenticate(cmd, scratch),
+            // TERMINAL CAPABILITY (TS 102 221 11.1.19): the terminal's power and feature
+            // report, class 80 only; nothing on this card depends on it.
+            (Dialect::Uicc, 0xAA) if !proprietary => Err(Fail::Raw(Status::ClaNotSupported)),
+            (Dialect::Uicc, 0xAA) if (cmd.p1, cmd.p2) != (0, 0) => Err(Fail::BadP1P2),
+            (Dialect::Uicc, 0xAA) => Ok(Out::Done),
             // SLEEP (51.011) and TERMINAL PROFILE: nothing to do, but a terminal expects 9000.
             (Dialect::Gsm, 0xFA) | (_, 0x10) => Ok(Out::Done),
             _ => Err(Fail::Raw(Status::InsNotSupported)),
@@ -606,6 +778,7 @@ impl Card {
                 let n = n.min(self.pending.len());
                 self.pending[..n].copy_from_slice(&scratch[..n]);
                 self.pending_len = n;
+                self.pending_channel = channel;
                 let announced = (n & 0xFF) as u8;
                 let sw = match dialect {
                     Dialect::Gsm => Status::GsmBytesAvailable(announced),
@@ -619,6 +792,86 @@ impl Card {
             ),
             Ok(out) => (out, Status::Success),
             Err(fail) => (Out::Done, fail.status(dialect)),
+        }
+    }
+
+    // ----- GlobalPlatform: the issuer security domain and ARA-M ---------------------------
+
+    /// The GlobalPlatform application `aid` (a prefix, as SELECT allows) names, if the card
+    /// type has it: the ISD, and ARA-M (GSMA SGP / GP SE Access Control) on the SJA cards.
+    fn gp_app(&self, aid: &[u8]) -> Option<App> {
+        if aid.len() < 5 || !self.card_type.has_isim() {
+            return None;
+        }
+        if ISD_AID.starts_with(aid) {
+            Some(App::Isd)
+        } else if ARAM_AID.starts_with(aid) {
+            Some(App::AraM)
+        } else {
+            None
+        }
+    }
+
+    /// SELECT of the ISD or ARA-M: its FCI (6F ‖ 84 AID ‖ A5 proprietary data).
+    fn select_gp(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
+        let app = self.gp_app(cmd.data).ok_or(Fail::NotFound)?;
+        self.app = app;
+        self.current_df = idx::MF;
+        self.current_ef = None;
+        if cmd.p2 & 0x0C == 0x0C {
+            return Ok(Out::Done);
+        }
+        let aid: &[u8] = if app == App::Isd { &ISD_AID } else { &ARAM_AID };
+        let mut w = Writer::new(scratch);
+        let fci = w.open(0x6F);
+        w.tlv(0x84, aid);
+        let a5 = w.open(0xA5);
+        // Maximum length of data field in command message (GP 2.3 11.1.3).
+        w.bytes(&[0x9F, 0x65, 0x01, 0xFF]);
+        w.close(a5);
+        w.close(fci);
+        Ok(Out::Pending(w.len()))
+    }
+
+    /// GP GET STATUS (80 F2 with a GP P1): the ISD answers it only inside a secure channel
+    /// (SCP02/SCP03), which this model does not open, so 6982 as a real card without the
+    /// issuer's keys; elsewhere P1 is not a STATUS P1.
+    fn gp_get_status(&self, cmd: &Command) -> Handled {
+        match (self.app, cmd.p1) {
+            (App::Isd, 0x80 | 0x40 | 0x20 | 0x10) => Err(Fail::Security),
+            _ => Err(Fail::BadP1P2),
+        }
+    }
+
+    /// GP GET DATA (80 CA): what the ISD and ARA-M give without a secure channel — the card
+    /// recognition data (0066) and an empty ARA-M rule set (FF40, "all rules").
+    fn gp_get_data(&self, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
+        let tag = u16::from_be_bytes([cmd.p1, cmd.p2]);
+        let mut w = Writer::new(scratch);
+        match (self.app, tag) {
+            (App::Isd, 0x0066) => {
+                let outer = w.open(0x66);
+                let inner = w.open(0x73);
+                // GP card recognition data: the GP OID and GP 2.2.1.
+                w.tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xFC, 0x6B, 0x01]);
+                let v = w.open(0x60);
+                w.tlv(
+                    0x06,
+                    &[0x2A, 0x86, 0x48, 0x86, 0xFC, 0x6B, 0x02, 0x02, 0x02, 0x01],
+                );
+                w.close(v);
+                w.close(inner);
+                w.close(outer);
+            }
+            (App::AraM, 0xFF40) => w.bytes(&[0xFF, 0x40, 0x00]),
+            (App::Isd | App::AraM, _) => return Err(Fail::Raw(Status::ReferenceNotFound)),
+            _ => return Err(Fail::Raw(Status::InsNotSupported)),
+        }
+        let n = w.len();
+        match cmd.ne {
+            Some(ne) if ne == n => Ok(Out::Data(n)),
+            Some(_) => Err(Fail::WrongLe(n)),
+            None => Ok(Out::Pending(n)),
         }
     }
 
@@ -637,17 +890,26 @@ impl Card {
         Ok(Out::Pending(w.len()))
     }
 
+    /// The ADF of the application selected on this channel, which 7FFF stands for.
+    fn current_adf(&self) -> Option<u8> {
+        match self.app {
+            App::None | App::Isd | App::AraM => None,
+            App::Usim => Some(idx::ADF_USIM),
+            App::Isim => Some(idx::ADF_ISIM),
+        }
+    }
+
     /// Files reachable by FID from the current DF (TS 51.011 6.5, TS 102 221 8.4.1): the MF,
     /// the current DF, its children, its parent, and the parent's and the MF's child DFs.
     fn find_by_fid(&self, dialect: Dialect, fid: u16) -> Option<u8> {
         if fid == 0x3F00 {
             return Some(idx::MF);
         }
-        if fid == 0x7FFF && dialect == Dialect::Uicc && self.usim_active {
-            return Some(idx::ADF_USIM);
+        if fid == 0x7FFF && dialect == Dialect::Uicc {
+            return self.current_adf();
         }
         let visible = |i: u8| {
-            self.card_type.has_file(i)
+            fs::present(self.card_type, i)
                 && (dialect == Dialect::Uicc || fs::def(i).map(|d| d.kind) != Some(Kind::Adf))
         };
         let cur = self.current_df;
@@ -674,7 +936,7 @@ impl Card {
             }
             Dialect::Uicc => self.uicc_target(cmd)?,
         };
-        if !self.card_type.has_file(target) {
+        if !fs::present(self.card_type, target) {
             return Err(Fail::NotFound);
         }
         let def = fs::def(target).ok_or(Fail::NotFound)?;
@@ -682,7 +944,11 @@ impl Card {
             self.current_df = target;
             self.current_ef = None;
             if def.kind == Kind::Adf {
-                self.usim_active = true;
+                self.app = if target == idx::ADF_ISIM {
+                    App::Isim
+                } else {
+                    App::Usim
+                };
             }
         } else {
             self.current_df = def.parent;
@@ -725,6 +991,8 @@ impl Card {
                 }
                 if fs::USIM_AID.starts_with(aid) {
                     Ok(idx::ADF_USIM)
+                } else if fs::ISIM_AID.starts_with(aid) && self.card_type.has_isim() {
+                    Ok(idx::ADF_ISIM)
                 } else {
                     Err(Fail::NotFound)
                 }
@@ -744,7 +1012,7 @@ impl Card {
                         return Err(Fail::NotFound);
                     }
                     at = match fid {
-                        0x7FFF if self.usim_active => idx::ADF_USIM,
+                        0x7FFF => self.current_adf().ok_or(Fail::NotFound)?,
                         _ => fs::child(at, fid).ok_or(Fail::NotFound)?,
                     };
                 }
@@ -767,7 +1035,7 @@ impl Card {
                     .filter(|(i, f)| {
                         f.parent == file
                             && f.kind != Kind::Adf
-                            && self.card_type.has_file(*i as u8 + 1)
+                            && fs::present(self.card_type, *i as u8 + 1)
                     })
                     .filter(|(_, f)| f.kind.is_dedicated() == dedicated)
                     .count() as u8
@@ -803,9 +1071,11 @@ impl Card {
             out[..info.len()].copy_from_slice(&info);
             info.len()
         } else {
-            let size = (def.kind.size() as u16).to_be_bytes();
-            let (structure, rec_len) = match def.kind {
+            let kind = fs::kind(self.card_type, file).unwrap_or(def.kind);
+            let size = (kind.size() as u16).to_be_bytes();
+            let (structure, rec_len) = match kind {
                 Kind::LinearFixed { len, .. } => (0x01, len),
+                Kind::Cyclic { len, .. } => (0x03, len),
                 _ => (0x00, 0x00),
             };
             let nibble = |a: Access| match a {
@@ -826,7 +1096,12 @@ impl Card {
                 (nibble(def.read) << 4) | nibble(def.update),
                 0xFF,
                 0xAA,
-                0x01,
+                // File status: b1 = not invalidated.
+                if self.is_deactivated(file) {
+                    0x00
+                } else {
+                    0x01
+                },
                 0x02,
                 structure,
                 rec_len,
@@ -839,19 +1114,33 @@ impl Card {
     /// The TS 102 221 11.1.1.3 FCP template.
     fn fcp(&self, file: u8, out: &mut [u8; 256]) -> usize {
         let Some(def) = fs::def(file) else { return 0 };
+        let kind = fs::kind(self.card_type, file).unwrap_or(def.kind);
         let mut w = Writer::new(out);
         let outer = w.open(0x62);
-        match def.kind {
+        match kind {
             Kind::Mf | Kind::Df | Kind::Adf => w.tlv(0x82, &[0x78, 0x21]),
             Kind::Transparent { .. } => w.tlv(0x82, &[0x41, 0x21]),
             Kind::LinearFixed { len, records } => w.tlv(0x82, &[0x42, 0x21, 0x00, len, records]),
+            Kind::Cyclic { len, records } => w.tlv(0x82, &[0x46, 0x21, 0x00, len, records]),
         }
         w.tlv(0x83, &def.fid.to_be_bytes());
-        if def.kind == Kind::Adf {
-            w.tlv(0x84, &fs::USIM_AID);
+        match file {
+            idx::ADF_USIM => w.tlv(0x84, &fs::USIM_AID),
+            idx::ADF_ISIM => w.tlv(0x84, &fs::ISIM_AID),
+            _ => {}
         }
-        w.tlv(0x8A, &[0x05]);
-        let arr_fid: u16 = if def.parent == idx::ADF_USIM || file == idx::ADF_USIM {
+        // Life-cycle status (TS 102 221 11.1.1.4.9): 05 operational and activated, 04
+        // operational and deactivated.
+        w.tlv(
+            0x8A,
+            &[if self.is_deactivated(file) {
+                0x04
+            } else {
+                0x05
+            }],
+        );
+        let in_adf = |i: u8| matches!(i, idx::ADF_USIM | idx::ADF_ISIM);
+        let arr_fid: u16 = if in_adf(def.parent) || in_adf(file) {
             0x6F06
         } else {
             0x2F06
@@ -866,7 +1155,7 @@ impl Card {
                 &[0x90, 0x01, ps_do, 0x83, 0x01, 0x01, 0x83, 0x01, 0x0A],
             );
         } else {
-            w.tlv(0x80, &(def.kind.size() as u16).to_be_bytes());
+            w.tlv(0x80, &(kind.size() as u16).to_be_bytes());
             w.tlv(0x88, &[]);
         }
         w.close(outer);
@@ -907,9 +1196,13 @@ impl Card {
             Dialect::Gsm => self.gsm_file_info(self.current_df, scratch),
             Dialect::Uicc => match cmd.p2 {
                 0x00 => self.fcp(self.current_df, scratch),
-                0x01 if self.usim_active => {
-                    scratch[..fs::USIM_AID.len()].copy_from_slice(&fs::USIM_AID);
-                    fs::USIM_AID.len()
+                0x01 if self.app != App::None => {
+                    let aid = match self.app {
+                        App::Isim => &fs::ISIM_AID,
+                        _ => &fs::USIM_AID,
+                    };
+                    scratch[..aid.len()].copy_from_slice(aid);
+                    aid.len()
                 }
                 0x01 => 0,
                 0x0C => return Ok(Out::Done),
@@ -936,9 +1229,11 @@ impl Card {
         }
     }
 
-    fn current_ef(&self) -> Result<(u8, &'static fs::FileDef), Fail> {
+    fn current_ef(&self) -> Result<(u8, &'static fs::FileDef, Kind), Fail> {
         let ef = self.current_ef.ok_or(Fail::NoEf)?;
-        Ok((ef, fs::def(ef).ok_or(Fail::NoEf)?))
+        let def = fs::def(ef).ok_or(Fail::NoEf)?;
+        let kind = fs::kind(self.card_type, ef).ok_or(Fail::NoEf)?;
+        Ok((ef, def, kind))
     }
 
     fn read_binary(&self, dialect: Dialect, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
@@ -949,15 +1244,22 @@ impl Card {
                 Dialect::Uicc => Status::FunctionNotSupported,
             }));
         }
-        let (ef, def) = self.current_ef()?;
-        if !matches!(def.kind, Kind::Transparent { .. }) {
+        let (ef, def, kind) = self.current_ef()?;
+        if !matches!(kind, Kind::Transparent { .. }) {
             return Err(Fail::Structure);
         }
         if !self.allowed(def.read) {
             return Err(Fail::Security);
         }
+        self.check_active(ef)?;
         let offset = u16::from_be_bytes([cmd.p1, cmd.p2]) as usize;
-        let content = self.arena.content(ef);
+        let mut image = [0u8; KEY_IMAGE_MAX];
+        let content = if def.key_file {
+            let n = self.key_image(ef, &mut image);
+            &image[..n]
+        } else {
+            self.arena.content(ef)
+        };
         let available = content
             .len()
             .checked_sub(offset)
@@ -976,22 +1278,22 @@ impl Card {
         if cmd.p1 & 0x80 != 0 {
             return Err(Fail::BadP1P2);
         }
-        let (ef, def) = self.current_ef()?;
-        if !matches!(def.kind, Kind::Transparent { .. }) {
+        let (ef, def, kind) = self.current_ef()?;
+        if !matches!(kind, Kind::Transparent { .. }) {
             return Err(Fail::Structure);
         }
         if !self.allowed(def.update) {
             return Err(Fail::Security);
         }
+        self.check_active(ef)?;
         if cmd.data.is_empty() {
             return Err(Fail::WrongLc);
         }
         let offset = u16::from_be_bytes([cmd.p1, cmd.p2]) as usize;
-        if ef == idx::EF_ICCID && self.card_type == CardType::SysmoIsimSja2 {
-            // The SJA2's ICCID is fixed at the factory.
+        if ef == idx::EF_ICCID && self.card_type.iccid_fixed() {
             return Err(Fail::Security);
         }
-        if def.read == Access::Never {
+        if def.key_file {
             return self.write_key_file(ef, offset, cmd.data);
         }
         let dst = self
@@ -1004,13 +1306,52 @@ impl Card {
         Ok(Out::Done)
     }
 
-    /// Writes to a vendor key file go to the keys, never to readable storage. Each file must be
-    /// written whole, from offset 0, so a half-written key can never be in force.
+    /// A vendor key file's content, made from the keys it stands for: algorithm code ‖ Ki ‖
+    /// OPc (SJA2-style), Ki, 01 ‖ OPc (SJS1), or PIN1 ‖ PUK1 (simlab's EF_CHV_CONFIG).
+    fn key_image(&self, ef: u8, out: &mut [u8; KEY_IMAGE_MAX]) -> usize {
+        let keys = &self.sub.keys;
+        match ef {
+            idx::EF_SJS1_KI => {
+                out[..16].copy_from_slice(&keys.ki);
+                16
+            }
+            idx::EF_SJS1_OPC => {
+                out[0] = 0x01;
+                out[1..17].copy_from_slice(&keys.opc.unwrap_or([0; 16]));
+                17
+            }
+            idx::EF_SIMLAB_CHV => {
+                out[..8].copy_from_slice(self.pin1.pin.value());
+                out[8..16].copy_from_slice(self.pin1.puk.value());
+                16
+            }
+            _ => {
+                *out = encode_key_file(keys.algorithm, &keys.ki, keys.opc.as_ref());
+                33
+            }
+        }
+    }
+
+    /// Writes to a vendor key file go to the keys, never to readable storage. A write to the
+    /// SJA cards' files may cover part of the file, as they allow (Ki at offset 1, OPc at 17):
+    /// the bytes are laid over the file's current content and the whole is checked before any
+    /// key changes, so a write that would leave an invalid file changes nothing.
     fn write_key_file(&mut self, ef: u8, offset: usize, data: &[u8]) -> Handled {
-        let size = fs::def(ef).map_or(0, |d| d.kind.size());
-        if offset != 0 || data.len() != size {
+        let mut image = [0u8; KEY_IMAGE_MAX];
+        let size = self.key_image(ef, &mut image);
+        let partial_ok = matches!(
+            ef,
+            idx::EF_SJA2_KEYS | idx::EF_SJA2_USIM_KEYS | idx::EF_SJA2_ISIM_KEYS
+        );
+        if !partial_ok && (offset != 0 || data.len() != size) {
+            // The SJS1's key files and simlab's PIN file are written whole, as on the card.
             return Err(Fail::WrongLc);
         }
+        let dst = image[..size]
+            .get_mut(offset..offset + data.len())
+            .ok_or(Fail::OutOfRange)?;
+        dst.copy_from_slice(data);
+        let data = &image[..size];
         let keys = &mut self.sub.keys;
         match ef {
             idx::EF_SJS1_KI => keys.ki.copy_from_slice(data),
@@ -1022,19 +1363,19 @@ impl Card {
                 value.copy_from_slice(opc);
                 keys.opc = Some(value);
             }
-            idx::EF_SJA2_KEYS | idx::EF_SJA2_USIM_KEYS => {
+            idx::EF_SIMLAB_CHV => {
+                let pin = crate::chv::parse_pin(&data[..8]).ok_or(Fail::BadData)?;
+                let puk = crate::chv::parse_pin(&data[8..]).ok_or(Fail::BadData)?;
+                self.pin1.pin.set(pin);
+                self.pin1.puk.set(puk);
+            }
+            idx::EF_SJA2_KEYS | idx::EF_SJA2_USIM_KEYS | idx::EF_SJA2_ISIM_KEYS => {
                 let algorithm = algorithm_from_code(data[0] & 0x0F).ok_or(Fail::BadData)?;
                 keys.algorithm = algorithm;
                 keys.ki.copy_from_slice(&data[1..17]);
                 let mut opc = [0u8; 16];
                 opc.copy_from_slice(&data[17..33]);
                 keys.opc = (algorithm == Algorithm::Milenage).then_some(opc);
-            }
-            idx::EF_SIMLAB_CHV => {
-                let pin = crate::chv::parse_pin(&data[..8]).ok_or(Fail::BadData)?;
-                let puk = crate::chv::parse_pin(&data[8..]).ok_or(Fail::BadData)?;
-                self.pin1.pin.set(pin);
-                self.pin1.puk.set(puk);
             }
             _ => return Err(Fail::Security),
         }
@@ -1076,13 +1417,14 @@ impl Card {
     }
 
     fn read_record(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
-        let (ef, def) = self.current_ef()?;
-        let Kind::LinearFixed { len, records } = def.kind else {
+        let (ef, def, kind) = self.current_ef()?;
+        let Some((len, records)) = kind.records() else {
             return Err(Fail::Structure);
         };
         if !self.allowed(def.read) {
             return Err(Fail::Security);
         }
+        self.check_active(ef)?;
         let len = len as usize;
         if cmd.ne != Some(len) {
             return Err(Fail::WrongLe(len));
@@ -1099,16 +1441,26 @@ impl Card {
     }
 
     fn update_record(&mut self, cmd: &Command) -> Handled {
-        let (ef, def) = self.current_ef()?;
-        let Kind::LinearFixed { len, records } = def.kind else {
+        let (ef, def, kind) = self.current_ef()?;
+        let Some((len, records)) = kind.records() else {
             return Err(Fail::Structure);
         };
         if !self.allowed(def.update) {
             return Err(Fail::Security);
         }
+        self.check_active(ef)?;
         let len = len as usize;
         if cmd.data.len() != len {
             return Err(Fail::WrongLc);
+        }
+        if let Kind::Cyclic { .. } = kind {
+            // A cyclic file is written only as PREVIOUS: the new record becomes record 1.
+            if (cmd.p1, cmd.p2) != (0, 0x03) {
+                return Err(Fail::BadP1P2);
+            }
+            self.push_cyclic(ef, len, cmd.data);
+            self.record = 1;
+            return Ok(Out::Done);
         }
         let rec = self.target_record(cmd, records)? as usize;
         let start = (rec - 1) * len;
@@ -1122,10 +1474,152 @@ impl Card {
         Ok(Out::Done)
     }
 
+    /// Makes `data` record 1 of cyclic file `ef`, the oldest record falling off the end.
+    fn push_cyclic(&mut self, ef: u8, len: usize, data: &[u8]) {
+        let content = self.arena.content_mut(ef);
+        if content.len() < len || data.len() != len {
+            return;
+        }
+        let total = content.len();
+        content.copy_within(0..total - len, len);
+        content[..len].copy_from_slice(data);
+        self.dirty = true;
+    }
+
+    /// INCREASE (TS 102 221 11.1.8, TS 51.011 9.2.10): adds the data to record 1 of a cyclic
+    /// file (EF_ACM) and stores the sum as the new record 1; answers the sum and the addend.
+    fn increase(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
+        if (cmd.p1, cmd.p2) != (0, 0) {
+            return Err(Fail::BadP1P2);
+        }
+        let (ef, def, kind) = self.current_ef()?;
+        let Kind::Cyclic { len, .. } = kind else {
+            return Err(Fail::Structure);
+        };
+        if !self.allowed(def.update) {
+            return Err(Fail::Security);
+        }
+        self.check_active(ef)?;
+        let len = len as usize;
+        if cmd.data.is_empty() || cmd.data.len() > len || len > 8 {
+            return Err(Fail::WrongLc);
+        }
+        let be = |bytes: &[u8]| bytes.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64);
+        let current = be(self.arena.content(ef).get(..len).unwrap_or(&[]));
+        let sum = current + be(cmd.data);
+        if sum >> (8 * len) != 0 {
+            return Err(Fail::Raw(Status::IncreaseMaxReached));
+        }
+        let mut record = [0u8; 8];
+        record[..len].copy_from_slice(&sum.to_be_bytes()[8 - len..]);
+        self.push_cyclic(ef, len, &record[..len]);
+        self.record = 1;
+        scratch[..len].copy_from_slice(&record[..len]);
+        scratch[len..len + cmd.data.len()].copy_from_slice(cmd.data);
+        Ok(Out::Pending(len + cmd.data.len()))
+    }
+
+    /// SEARCH RECORD (TS 102 221 11.1.7), simple search: the records, from P1 (or the first)
+    /// forward (P2 04) or backward (05), whose content starts with the data; answers their
+    /// numbers, or 6282 if none does.
+    fn search_record(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
+        let (ef, def, kind) = self.current_ef()?;
+        let Kind::LinearFixed { len, records } = kind else {
+            return Err(Fail::Structure);
+        };
+        if !self.allowed(def.read) {
+            return Err(Fail::Security);
+        }
+        self.check_active(ef)?;
+        if cmd.data.is_empty() || cmd.data.len() > len as usize {
+            return Err(Fail::WrongLc);
+        }
+        let first = if cmd.p1 == 0 { 1 } else { cmd.p1 };
+        if first > records {
+            return Err(Fail::RecordNotFound);
+        }
+        let forward = match cmd.p2 {
+            0x04 => true,
+            0x05 => false,
+            _ => return Err(Fail::BadP1P2),
+        };
+        let content = self.arena.content(ef);
+        let mut n = 0;
+        let mut visit = |rec: u8| {
+            let start = (rec as usize - 1) * len as usize;
+            if content
+                .get(start..start + cmd.data.len())
+                .is_some_and(|r| r == cmd.data)
+            {
+                scratch[n] = rec;
+                n += 1;
+            }
+        };
+        if forward {
+            (first..=records).for_each(&mut visit);
+        } else {
+            (1..=first).rev().for_each(&mut visit);
+        }
+        if n == 0 {
+            return Err(Fail::Raw(Status::SearchUnsuccessful));
+        }
+        self.record = scratch[0];
+        Ok(Out::Pending(n))
+    }
+
+    /// DEACTIVATE FILE / ACTIVATE FILE (TS 102 221 11.1.14/15; TS 51.011 INVALIDATE and
+    /// REHABILITATE): the current EF, or the file the data names, switched off or on. The
+    /// state persists and shows in the FCP's life-cycle byte; a deactivated file answers
+    /// reads and writes with 6984 (9810 in the GSM dialect) until it is activated again.
+    fn set_active(&mut self, dialect: Dialect, cmd: &Command, active: bool) -> Handled {
+        let file = if cmd.data.is_empty() {
+            if (cmd.p1, cmd.p2) != (0, 0) {
+                return Err(Fail::BadP1P2);
+            }
+            self.current_ef.ok_or(Fail::NoEf)?
+        } else if dialect == Dialect::Uicc {
+            let target = self.uicc_target(cmd)?;
+            if !fs::present(self.card_type, target) {
+                return Err(Fail::NotFound);
+            }
+            target
+        } else {
+            return Err(Fail::WrongLc);
+        };
+        if !self.adm1_verified {
+            return Err(Fail::Security);
+        }
+        let (byte, bit) = (file as usize / 8, 1u8 << (file % 8));
+        let Some(b) = self.deactivated.get_mut(byte) else {
+            return Err(Fail::NotFound);
+        };
+        if active {
+            *b &= !bit;
+        } else {
+            *b |= bit;
+        }
+        self.dirty = true;
+        Ok(Out::Done)
+    }
+
+    fn is_deactivated(&self, file: u8) -> bool {
+        self.deactivated
+            .get(file as usize / 8)
+            .is_some_and(|b| b & (1 << (file % 8)) != 0)
+    }
+
+    fn check_active(&self, file: u8) -> Result<(), Fail> {
+        if self.is_deactivated(file) {
+            Err(Fail::Invalidated)
+        } else {
+            Ok(())
+        }
+    }
+
     // ----- secret codes ----------------------------------------------------------------------
 
     fn code_ref(&self, dialect: Dialect, ins: u8, p2: u8) -> Result<CodeRef, Fail> {
-        let gsm_adm = self.card_type.gsm_adm_reference();
+        let gsm_adm = self.card_type.adm_reference();
         match (dialect, ins, p2) {
             (Dialect::Gsm, 0x20, r) if r == gsm_adm => Ok(CodeRef::Adm1),
             (Dialect::Uicc, 0x20, 0x0A) => Ok(CodeRef::Adm1),
@@ -1278,8 +1772,13 @@ impl Card {
         if cmd.p1 != 0 {
             return Err(Fail::BadP1P2);
         }
-        if !self.usim_active {
+        if self.app == App::None {
             return Err(Fail::Raw(Status::ConditionsNotSatisfied));
+        }
+        if self.app == App::Isim && cmd.p2 != 0x81 {
+            // TS 31.103 7.1.2: the ISIM has the IMS AKA context (81, the same Milenage as
+            // the USIM's 3G context) and the HTTP Digest / GBA ones, not the GSM context.
+            return Err(Fail::BadP1P2);
         }
         if !self.pin1.satisfied() {
             return Err(Fail::Security);

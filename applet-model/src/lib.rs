@@ -15,6 +15,7 @@ pub mod algo;
 pub mod apdu;
 pub mod auth;
 pub mod card;
+pub mod card_type;
 pub mod checksum;
 pub mod chv;
 pub mod encoding;

@@ -79,6 +79,12 @@ pub enum Status {
     AuthMacFailure,
     /// 9864: TS 31.102 — authentication error, security context not supported.
     AuthContextNotSupported,
+    /// 6282: warning — end of file or record reached; for SEARCH RECORD, no record matched.
+    SearchUnsuccessful,
+    /// 9810: TS 51.011 — in contradiction with the file's invalidation status.
+    GsmInvalidated,
+    /// 9850: INCREASE cannot be performed, the maximum value is reached.
+    IncreaseMaxReached,
     /// Any other value the card model does not name.
     Other(u16),
 }
@@ -123,6 +129,9 @@ impl Status {
             Status::GsmChvBlocked => 0x9840,
             Status::AuthMacFailure => 0x9862,
             Status::AuthContextNotSupported => 0x9864,
+            Status::SearchUnsuccessful => 0x6282,
+            Status::GsmInvalidated => 0x9810,
+            Status::IncreaseMaxReached => 0x9850,
             Status::Other(sw) => sw,
         }
     }
@@ -162,6 +171,9 @@ impl Status {
             0x9808 => Status::GsmChvContradiction,
             0x9840 => Status::GsmChvBlocked,
             0x9862 => Status::AuthMacFailure,
+            0x6282 => Status::SearchUnsuccessful,
+            0x9810 => Status::GsmInvalidated,
+            0x9850 => Status::IncreaseMaxReached,
             0x9864 => Status::AuthContextNotSupported,
             _ => match sw >> 8 {
                 0x61 => Status::BytesAvailable(sw2),
@@ -224,6 +236,9 @@ impl Status {
             Status::GsmChvBlocked => "CHV blocked",
             Status::AuthMacFailure => "authentication error, incorrect MAC",
             Status::AuthContextNotSupported => "security context not supported",
+            Status::SearchUnsuccessful => "end of record reached / no match",
+            Status::GsmInvalidated => "in contradiction with invalidation status",
+            Status::IncreaseMaxReached => "maximum value reached",
             Status::Other(_) => "unknown status",
         }
     }
