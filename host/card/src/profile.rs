@@ -6,12 +6,12 @@
 
 use crate::error::{Error, Result};
 use crate::hex;
+use simlab_applet::Card;
 use simlab_applet::algo::Algorithm;
 use simlab_applet::card::{ATR_MAX, CardType, Config, Keys};
 use simlab_applet::chv::{PIN_LEN, pad_pin};
 use simlab_applet::encoding;
-use simlab_applet::fs::idx;
-use simlab_applet::{Card, card};
+use simlab_applet::fs::{self, idx};
 use std::path::{Path, PathBuf};
 
 /// Every key a profile may have, with what it means; unknown keys are errors (a typo must not
@@ -438,8 +438,13 @@ impl Profile {
         if let Ok(imsi) = encoding::encode_imsi(&self.imsi) {
             files.push((idx::EF_IMSI, 0, imsi.to_vec()));
         }
+        // Sizes and record lengths are the card type's own (simlab_applet::fs).
+        let size = |file| fs::kind(self.card_type, file).map_or(0, |k| k.size());
         if let Some(msisdn) = &self.msisdn {
-            files.push((idx::EF_MSISDN, 0, msisdn_record(msisdn)));
+            let len = fs::kind(self.card_type, idx::EF_MSISDN)
+                .and_then(|k| k.records())
+                .map_or(26, |(len, _)| len as usize);
+            files.push((idx::EF_MSISDN, 0, msisdn_record(msisdn, len)));
         }
         if let Some(spn) = &self.spn {
             let mut content = vec![0xFF; 17];
@@ -448,10 +453,13 @@ impl Profile {
             files.push((idx::EF_SPN, 0, content));
         }
         files.push((idx::EF_ACC, 0, self.acc.to_vec()));
-        // EF_AD: normal operation, MNC length in byte 4 (TS 31.102 4.2.18).
+        // EF_AD: normal operation, MNC length in byte 4 (TS 31.102 4.2.18) where the card's
+        // EF_AD has a byte 4 (the GR1's has three).
         let mnc_len = if self.plmn[1] >> 4 == 0xF { 2 } else { 3 };
-        files.push((idx::EF_AD, 0, vec![0x00, 0x00, 0x00, mnc_len]));
-        let mut plmnsel = vec![0xFF; 24];
+        let mut ad = vec![0x00, 0x00, 0x00, mnc_len];
+        ad.truncate(size(idx::EF_AD));
+        files.push((idx::EF_AD, 0, ad));
+        let mut plmnsel = vec![0xFF; size(idx::EF_PLMNSEL)];
         plmnsel[..3].copy_from_slice(&self.plmn);
         files.push((idx::EF_PLMNSEL, 0, plmnsel));
         let mut plmnwact = vec![0xFF; 40];
@@ -460,56 +468,22 @@ impl Profile {
         files.push((idx::EF_PLMNWACT, 0, plmnwact));
         files.push((idx::EF_HPPLMN, 0, vec![0x0A]));
         files.push((idx::EF_FPLMN, 0, vec![0xFF; 12]));
-        // SST: CHV1 disable, ADN, FDN, SMS, AoC, CCP, PLMNsel (services 1-7), MSISDN (21).
-        files.push((
-            idx::EF_SST,
-            0,
-            vec![0xFF, 0x3F, 0x00, 0x00, 0x00, 0x0C, 0, 0, 0, 0],
-        ));
-        // UST: services 1-8 and 27 (GSM access, so AUTHENTICATE returns Kc too).
-        files.push((
-            idx::EF_UST,
-            0,
-            vec![0xFF, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00],
-        ));
-        files.push((idx::EF_LI, 0, b"en".to_vec()));
-        files.push((idx::EF_EST, 0, vec![0x00]));
-        files.push((idx::EF_DIR, 0, dir_record()));
-        for (i, rule) in card::ARR_RECORDS.iter().enumerate() {
-            let mut record = vec![0xFF; 24];
-            record[..rule.len()].copy_from_slice(rule);
-            files.push((idx::EF_ARR, i * 24, record));
-        }
+        // The service tables, EF_LI, EF_EST, EF_DIR and EF_ARR are the card type's factory
+        // contents (simlab_applet::fs::factory), consistent with its files.
         files
     }
 }
 
-/// EF_DIR record 1: the application template of ADF.USIM (TS 102 221 13.1).
-fn dir_record() -> Vec<u8> {
-    let aid = simlab_applet::fs::USIM_AID;
-    let label = b"USIM";
-    let mut rec = vec![
-        0x61,
-        (2 + aid.len() + 2 + label.len()) as u8,
-        0x4F,
-        aid.len() as u8,
-    ];
-    rec.extend_from_slice(&aid);
-    rec.extend_from_slice(&[0x50, label.len() as u8]);
-    rec.extend_from_slice(label);
-    rec.resize(32, 0xFF);
-    rec
-}
-
-/// EF_MSISDN record (TS 31.102 4.2.26): alpha identifier (12 bytes here), BCD length, TON/NPI,
-/// 10 BCD bytes, CCP and extension identifiers.
-fn msisdn_record(number: &str) -> Vec<u8> {
-    let mut record = vec![0xFF; 26];
+/// EF_MSISDN record of `len` bytes (TS 31.102 4.2.26): alpha identifier (len - 14 bytes), BCD
+/// length, TON/NPI, 10 BCD bytes, CCP and extension identifiers.
+fn msisdn_record(number: &str, len: usize) -> Vec<u8> {
+    let mut record = vec![0xFF; len.max(14)];
+    let x = record.len() - 14;
     let mut bcd = [0xFF; 10];
-    if let Ok((len, ton)) = encoding::encode_dialling_number(number, &mut bcd) {
-        record[12] = (len + 1) as u8;
-        record[13] = ton;
-        record[14..24].copy_from_slice(&bcd);
+    if let Ok((n, ton)) = encoding::encode_dialling_number(number, &mut bcd) {
+        record[x] = (n + 1) as u8;
+        record[x + 1] = ton;
+        record[x + 2..x + 12].copy_from_slice(&bcd);
     }
     record
 }
