@@ -22,10 +22,10 @@
 pub mod cms;
 pub mod keys;
 pub mod messages;
-// pub mod server;
-// pub mod shop;
+pub mod server;
+pub mod shop;
 pub mod store;
-// pub mod stubs;
+pub mod stubs;
 pub mod wire;
 
 use std::fmt;
