@@ -9,6 +9,7 @@ mod demo;
 mod emulate;
 mod emulate_modem;
 mod gateway;
+mod mec;
 mod modem;
 mod ms;
 mod otp;
@@ -16,6 +17,7 @@ mod pki;
 #[cfg(feature = "bench")]
 mod pki_bench;
 mod readers;
+mod roam;
 mod seller;
 mod sms;
 mod token;
@@ -200,6 +202,13 @@ enum Command {
     Ms(ms::MsCommand),
     /// Buy from a seller with the token's certificate; the token signs the invoice.
     Buy(buy::BuyArgs),
+    /// Roaming m-commerce (seed 001): an operator's MeC server, its partner table, the CP and
+    /// FI stubs.
+    #[command(subcommand)]
+    Mec(mec::MecCommand),
+    /// The phone abroad (seed 001): shop at a content provider, approve at the home server.
+    #[command(subcommand)]
+    Roam(roam::RoamCommand),
     /// Tell the simlab story end to end on emulated hardware.
     Demo(demo::DemoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
@@ -267,6 +276,11 @@ pub fn main() -> i32 {
         Command::Auc(auc::AucCommand::Serve { .. })
             | Command::Gateway(gateway::GatewayCommand::Serve { .. })
             | Command::Seller(seller::SellerCommand::Serve { .. })
+            | Command::Mec(
+                mec::MecCommand::Serve { .. }
+                    | mec::MecCommand::Cp(mec::CpCommand::Serve { .. })
+                    | mec::MecCommand::Fi(mec::FiCommand::Serve { .. })
+            )
             | Command::Emulate(_)
     );
     init_logs(&cli.global, service);
@@ -288,6 +302,8 @@ pub fn main() -> i32 {
         Command::Seller(cmd) => seller::run(&out, &cli.global, &cmd),
         Command::Ms(cmd) => ms::run(&out, &cli.global, &cmd),
         Command::Buy(args) => buy::run(&out, &cli.global, &args),
+        Command::Mec(cmd) => mec::run(&out, &cli.global, &cmd),
+        Command::Roam(cmd) => roam::run(&out, &cli.global, &cmd),
         Command::Demo(args) => demo::run(&out, &args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
