@@ -1,0 +1,890 @@
+//! Seed 001, roaming m-commerce, as separate processes over mutual TLS: three operators' MeC
+//! servers (`simlab mec serve`: Denmark visited, Norway home, Sweden another partner), content
+//! providers' shop fronts (`simlab mec cp serve`), a financial institution (`simlab mec fi
+//! serve`), and the phone (`simlab roam shop` with an emulated SIM + token, its memory in a
+//! state file). openssl verifies the end-to-end CMS. Each server logs to a file of its own,
+//! which the tests read as the seed's "request log".
+//!
+//! The ten acceptance tests of issue 15 are the `t01_…` to `t10_…` functions; the bad-input
+//! paths follow.
+
+use serde_json::{Value, json};
+use simlab_hil::{Process, require, simlab, simlab_bin, text};
+use simlab_services::http::client::{self, Url};
+use simlab_services::http::tls::ClientTls;
+use simlab_services::pki::gateway::ca::Ca;
+use simlab_services::pki::restrictions::Restrictions;
+use simlab_services::pki::x509;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const PHONE: &str = "fixtures/cards/demo-usim.toml";
+/// The profile's token PIN, changed at set-up to one no log could contain by accident.
+const FACTORY_PIN: &str = "0000";
+const PIN: &str = "739152";
+const MSISDN: &str = "+4791234567";
+/// The FI approves up to this amount and declines above.
+const FI_LIMIT: u64 = 100_000;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "{:?}", text(o));
+}
+
+/// One operator's world: the roaming CA, the servers, the phone.
+struct World {
+    dir: PathBuf,
+    procs: Vec<Process>,
+    dk: String,
+    no: String,
+    cp_card: String,
+    cp_bank: String,
+    state: PathBuf,
+    /// The hanging partner's socket: it accepts (the kernel does) and never answers.
+    _hang: TcpListener,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        while let Some(p) = self.procs.pop() {
+            drop(p);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Options {
+    /// DK's partner table also lists a "mec-no" with another certificate than NO's own.
+    wrong_no_certificate: bool,
+    /// A partner that accepts connections and never answers, asked first for +4791….
+    hanging_partner: bool,
+    contract_ttl: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            wrong_no_certificate: false,
+            hanging_partner: false,
+            contract_ttl: 300,
+        }
+    }
+}
+
+impl World {
+    fn start(name: &str, opts: Options) -> World {
+        let dir = simlab_hil::temp_path(&format!("roaming-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_dir = dir.join("roam-ca");
+        let issue = |role: &str, who: &str, out: &str| {
+            ok(&simlab(&[
+                "gateway",
+                "issue",
+                "--ca-dir",
+                s(&ca_dir),
+                "--organization",
+                "roaming",
+                "--role",
+                role,
+                "--name",
+                who,
+                "--out",
+                s(&dir.join(out)),
+            ]));
+        };
+        for peer in ["mec-dk", "mec-no", "mec-se"] {
+            issue("peer", peer, &format!("{peer}-tls"));
+        }
+        // Same name, same CA, another key: what DK pins in the wrong-certificate world.
+        issue("peer", "mec-no", "mec-no-other-tls");
+        issue("peer", "mec-hang", "mec-hang-tls");
+        issue("seller", "cp-card", "cp-card-tls");
+        issue("seller", "cp-bank", "cp-bank-tls");
+        issue("server", "fi", "fi-tls");
+        let ca_pem = ca_dir.join("ca.pem");
+        let (dk_port, no_port, se_port) = (free_port(), free_port(), free_port());
+        let url = |p: u16| format!("https://127.0.0.1:{p}");
+        let db = |n: &str| dir.join(format!("{n}.sqlite"));
+        let partner = |on: &str, name: &str, port: u16, cc: &str, prefixes: &[&str], cert: &str| {
+            let mut args = vec![
+                "mec".to_string(),
+                "partner".into(),
+                "add".into(),
+                "--db".into(),
+                s(&db(on)).into(),
+                "--ca".into(),
+                s(&ca_pem).into(),
+                "--name".into(),
+                name.into(),
+                "--url".into(),
+                url(port),
+                "--country".into(),
+                match cc {
+                    "47" => "NO",
+                    "46" => "SE",
+                    "45" => "DK",
+                    _ => "XX",
+                }
+                .into(),
+                "--country-code".into(),
+                cc.into(),
+                "--certificate".into(),
+                s(&dir.join(cert).join("cert.pem")).into(),
+            ];
+            for p in prefixes {
+                args.push("--prefix".into());
+                args.push(p.to_string());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ok(&simlab(&args));
+        };
+        let hang = TcpListener::bind("127.0.0.1:0").unwrap();
+        let hang_port = hang.local_addr().unwrap().port();
+        if opts.hanging_partner {
+            partner("dk", "mec-hang", hang_port, "47", &["91"], "mec-hang-tls");
+        }
+        let no_cert = if opts.wrong_no_certificate {
+            "mec-no-other-tls"
+        } else {
+            "mec-no-tls"
+        };
+        partner("dk", "mec-no", no_port, "47", &["9", "4"], no_cert);
+        partner("dk", "mec-se", se_port, "46", &[], "mec-se-tls");
+        partner("no", "mec-dk", dk_port, "45", &[], "mec-dk-tls");
+        partner("se", "mec-dk", dk_port, "45", &[], "mec-dk-tls");
+        for (cp, methods) in [("cp-card", "card"), ("cp-bank", "bank")] {
+            ok(&simlab(&[
+                "mec",
+                "cp",
+                "add",
+                "--db",
+                s(&db("dk")),
+                "--id",
+                cp,
+                "--payment-methods",
+                methods,
+            ]));
+        }
+
+        // The phone: a token key, a PIN of its own, and a certificate from its home
+        // operator's (seed 000) CA for that key.
+        let state = dir.join("phone.state");
+        let phone = |args: &[&str]| {
+            let mut all = vec!["--emulate", PHONE];
+            all.extend_from_slice(args);
+            all.extend_from_slice(&["--state", s(&state)]);
+            simlab(&all)
+        };
+        let keygen = phone(&["token", "keygen", "--pin", FACTORY_PIN, "--json"]);
+        ok(&keygen);
+        let public_key = unhex(simlab_hil::json(&keygen)["public_key"].as_str().unwrap());
+        ok(&phone(&[
+            "token",
+            "change-pin",
+            "--pin",
+            FACTORY_PIN,
+            "--new-pin",
+            PIN,
+        ]));
+        let operator = Ca::load_or_create(&dir.join("operator-no-ca"), "operator-no").unwrap();
+        let cert = operator
+            .try_issue(
+                &[0x47; 16],
+                MSISDN,
+                &public_key.try_into().unwrap(),
+                simlab_services::pki::now(),
+                &Restrictions::default(),
+            )
+            .unwrap();
+        let cert_pem = dir.join("phone-cert.pem");
+        std::fs::write(&cert_pem, x509::pem_certificate(&cert)).unwrap();
+        ok(&simlab(&[
+            "mec",
+            "subscriber",
+            "add",
+            "--db",
+            s(&db("no")),
+            "--msisdn",
+            MSISDN,
+            "--certificate",
+            s(&cert_pem),
+            "--payment-methods",
+            "card,wallet",
+        ]));
+
+        let mut w = World {
+            dir: dir.clone(),
+            procs: Vec::new(),
+            dk: url(dk_port),
+            no: url(no_port),
+            cp_card: String::new(),
+            cp_bank: String::new(),
+            state,
+            _hang: hang,
+        };
+        let limit = FI_LIMIT.to_string();
+        let fi = w.spawn(
+            "fi",
+            &[
+                "mec",
+                "fi",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls",
+                s(&dir.join("fi-tls")),
+                "--limit",
+                &limit,
+            ],
+        );
+        let ttl = opts.contract_ttl.to_string();
+        for (n, port) in [("no", no_port), ("se", se_port)] {
+            let listen = format!("127.0.0.1:{port}");
+            w.spawn(
+                n,
+                &[
+                    "mec",
+                    "serve",
+                    "--name",
+                    &format!("mec-{n}"),
+                    "--db",
+                    s(&db(n)),
+                    "--listen",
+                    &listen,
+                    "--tls",
+                    s(&dir.join(format!("mec-{n}-tls"))),
+                ],
+            );
+        }
+        let listen = format!("127.0.0.1:{dk_port}");
+        w.spawn(
+            "dk",
+            &[
+                "mec",
+                "serve",
+                "--name",
+                "mec-dk",
+                "--db",
+                s(&db("dk")),
+                "--listen",
+                &listen,
+                "--tls",
+                s(&dir.join("mec-dk-tls")),
+                "--fi",
+                &fi,
+                "--partner-timeout-ms",
+                "700",
+                "--contract-ttl",
+                &ttl,
+            ],
+        );
+        let dk = w.dk.clone();
+        w.cp_card = w.spawn(
+            "cp-card",
+            &[
+                "mec",
+                "cp",
+                "serve",
+                "--mec",
+                &dk,
+                "--listen",
+                "127.0.0.1:0",
+                "--tls",
+                s(&dir.join("cp-card-tls")),
+            ],
+        );
+        w.cp_bank = w.spawn(
+            "cp-bank",
+            &[
+                "mec",
+                "cp",
+                "serve",
+                "--mec",
+                &dk,
+                "--listen",
+                "127.0.0.1:0",
+                "--tls",
+                s(&dir.join("cp-bank-tls")),
+            ],
+        );
+        w
+    }
+
+    /// Starts a server with its log in `<name>.log`; returns the URL its first line names.
+    fn spawn(&mut self, name: &str, args: &[&str]) -> String {
+        let log = std::fs::File::create(self.log_path(name)).unwrap();
+        let mut cmd = Command::new(simlab_bin());
+        cmd.args(args)
+            .current_dir(simlab_hil::workspace_root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut p = Process::spawn(name, &mut cmd);
+        let mut line = String::new();
+        BufReader::new(p.stdout().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("https://"))
+            .unwrap_or_else(|| panic!("{name} did not start: {line:?}\n{}", self.log(name)))
+            .to_string();
+        self.procs.push(p);
+        url
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("roam-ca").join("ca.pem")
+    }
+
+    fn phone(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--emulate", PHONE];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--state", s(&self.state)]);
+        simlab(&all)
+    }
+
+    /// `roam shop` at `cp` for MSISDN with the right PIN unless `extra` names another.
+    fn shop(&self, cp: &str, extra: &[&str]) -> Output {
+        let ca = self.ca();
+        let mut args = vec![
+            "roam",
+            "shop",
+            "--cp",
+            cp,
+            "--ca",
+            s(&ca),
+            "--msisdn",
+            MSISDN,
+        ];
+        if !extra.contains(&"--pin") {
+            args.extend_from_slice(&["--pin", PIN]);
+        }
+        args.extend_from_slice(extra);
+        self.phone(&args)
+    }
+
+    /// The phone's TLS: the roaming CA pinned, no certificate.
+    fn phone_url(&self, url: &str) -> Url {
+        Url::parse(url)
+            .unwrap()
+            .with_tls(&ClientTls::pinned(&self.ca()).unwrap())
+    }
+
+    /// As a peer, with `identity`'s certificate.
+    fn peer_url(&self, url: &str, identity: &str) -> Url {
+        Url::parse(url)
+            .unwrap()
+            .with_tls(&ClientTls::mutual(&self.dir.join(identity)).unwrap())
+    }
+
+    /// The CP's front: a checkout that must answer 303; the contract id and its page.
+    fn checkout(&self, cp: &str, body: &Value) -> (String, String) {
+        let a = client::request(
+            &self.phone_url(cp),
+            "POST",
+            "/checkout",
+            Some(body.to_string().as_bytes()),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(a.status, 303, "{v}");
+        (
+            v["order_id"].as_str().unwrap().to_string(),
+            v["location"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn json_of(o: &Output) -> Value {
+    simlab_hil::json(o)
+}
+
+fn status(e: client::ClientError) -> (u16, String) {
+    match e {
+        client::ClientError::Status(e) => (e.status, e.code),
+        other => panic!("expected an error status, got {other}"),
+    }
+}
+
+#[test]
+fn t01_only_the_partner_whose_prefix_matches_is_asked() {
+    let w = World::start("t01", Options::default());
+    let o = w.shop(&w.cp_card, &["--request-type", "authentication", "--json"]);
+    ok(&o);
+    let v = json_of(&o);
+    assert_eq!(v["outcome"], "success", "{v}");
+    assert_eq!(v["cp"]["status"], "success", "{v}");
+    assert_eq!(v["contract"]["home"], "mec-no");
+    assert!(w.log("no").contains("roamUserRequest"), "{}", w.log("no"));
+    assert!(w.log("no").contains("+4791234567"));
+    // SE's log is there and live (it says where it listens), and names no request.
+    assert!(w.log("se").contains("listening"), "{}", w.log("se"));
+    assert!(!w.log("se").contains("roamUserRequest"), "{}", w.log("se"));
+    assert!(!w.log("se").contains("/v1/roam"), "{}", w.log("se"));
+}
+
+#[test]
+fn t02_every_partner_rejects_home_not_found_and_no_contract_leaves() {
+    let w = World::start("t02", Options::default());
+    for (msisdn, asked) in [("+4799999999", "no"), ("+46701234567", "se")] {
+        let a = client::request(
+            &w.phone_url(&w.cp_card),
+            "POST",
+            "/checkout",
+            Some(
+                json!({"msisdn": msisdn, "request_type": "authentication", "currency": "DKK"})
+                    .to_string()
+                    .as_bytes(),
+            ),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(
+            (a.status, v["error"].as_str()),
+            (404, Some("home_not_found")),
+            "{v}"
+        );
+        assert!(w.log(asked).contains("roamUserRequest"), "{}", w.log(asked));
+    }
+    for home in ["no", "se"] {
+        assert!(
+            !w.log(home).contains("contract received"),
+            "{}",
+            w.log(home)
+        );
+        assert!(
+            !w.log(home).contains("/v1/roam/contracts"),
+            "{}",
+            w.log(home)
+        );
+    }
+    assert!(w.log("dk").contains("rejected"), "{}", w.log("dk"));
+}
+
+#[test]
+fn t03_a_response_signed_by_an_unknown_key_is_ignored() {
+    let w = World::start(
+        "t03",
+        Options {
+            wrong_no_certificate: true,
+            ..Options::default()
+        },
+    );
+    let o = w.shop(&w.cp_card, &["--request-type", "authentication"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("home_not_found"), "{:?}", text(&o));
+    // NO did answer, with its own key; DK counted that as a reject.
+    assert!(w.log("no").contains("roamUserRequest"), "{}", w.log("no"));
+    assert!(w.log("dk").contains("does not verify"), "{}", w.log("dk"));
+    assert!(!w.log("no").contains("contract received"));
+}
+
+#[test]
+fn t04_end_to_end_signature_verified_by_openssl_and_no_secret_in_logs() {
+    if !require("openssl") {
+        return;
+    }
+    let w = World::start("t04", Options::default());
+    let p7 = w.dir.join("signed.p7");
+    let o = w.shop(
+        &w.cp_card,
+        &[
+            "--request-type",
+            "e2e_signature",
+            "--description",
+            "Lease, flat 4B",
+            "--currency",
+            "DKK",
+            "--save-cms",
+            s(&p7),
+            "--json",
+        ],
+    );
+    ok(&o);
+    let v = json_of(&o);
+    assert_eq!(v["cp"]["status"], "success", "{v}");
+    let content = w.dir.join("content.bin");
+    let operator_ca = w.dir.join("operator-no-ca").join("ca.pem");
+    let out = Command::new("openssl")
+        .args([
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            s(&p7),
+            "-CAfile",
+            s(&operator_ca),
+            "-purpose",
+            "any",
+            "-out",
+            s(&content),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&content).unwrap(),
+        unhex(v["contract_hex"].as_str().unwrap())
+    );
+    // The CP saw the same CMS through its MeC server.
+    assert_eq!(
+        v["cp"]["result"]["evidence_hex"].as_str().unwrap(),
+        v["home"]["cms_der_hex"].as_str().unwrap()
+    );
+    for log in ["dk", "cp-card", "no", "se", "fi"] {
+        let l = w.log(log);
+        assert!(!l.contains(PIN), "{log}'s log holds the PIN");
+        assert!(!l.contains("PRIVATE KEY"), "{log}'s log holds a key");
+        assert!(!l.to_lowercase().contains("pin\":"), "{log}: {l}");
+    }
+    let key = std::fs::read_to_string(w.dir.join("mec-dk-tls").join("key.pem")).unwrap();
+    let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    for log in ["dk", "cp-card"] {
+        assert!(!w.log(log).contains(&body[40..80]), "{log} holds DK's key");
+    }
+}
+
+#[test]
+fn t05_wrong_pin_the_token_answers_63c2_and_the_cp_gets_a_failure() {
+    let w = World::start("t05", Options::default());
+    let o = w.shop(
+        &w.cp_card,
+        &[
+            "--request-type",
+            "authentication",
+            "--pin",
+            "111111",
+            "--json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let v = json_of(&o);
+    assert_eq!(v["pin_status"], "63C2", "{v}");
+    assert_eq!(v["outcome"], "failure", "{v}");
+    assert_eq!(v["cp"]["status"], "failure", "{v}");
+    assert_eq!(v["cp"]["result"]["reason"], "wrong_pin", "{v}");
+}
+
+#[test]
+fn t06_a_signature_over_the_amount_plus_one_is_422() {
+    let w = World::start("t06", Options::default());
+    let o = w.shop(
+        &w.cp_card,
+        &[
+            "--request-type",
+            "payment",
+            "--amount",
+            "12900",
+            "--currency",
+            "DKK",
+            "--sign-amount-plus-one",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let err = text(&o).1;
+    assert!(
+        err.contains("422") && err.contains("signature_mismatch"),
+        "{err}"
+    );
+    assert!(!w.log("fi").contains("payment"), "{}", w.log("fi"));
+}
+
+#[test]
+fn t07_only_common_payment_methods_are_offered() {
+    let w = World::start("t07", Options::default());
+    let o = w.shop(
+        &w.cp_card,
+        &[
+            "--request-type",
+            "payment",
+            "--amount",
+            "12900",
+            "--currency",
+            "DKK",
+        ],
+    );
+    ok(&o);
+    let err = text(&o).1;
+    assert!(err.contains("payment methods offered: card\n"), "{err}");
+    let o = w.shop(
+        &w.cp_bank,
+        &[
+            "--request-type",
+            "payment",
+            "--amount",
+            "12900",
+            "--currency",
+            "DKK",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("no_common_payment_method"),
+        "{:?}",
+        text(&o)
+    );
+}
+
+#[test]
+fn t08_the_fi_approves_or_declines_and_steps_21_and_22_agree() {
+    let w = World::start("t08", Options::default());
+    for (amount, expected, code) in [("12900", "paid", 0), ("150000", "declined", 1)] {
+        let o = w.shop(
+            &w.cp_card,
+            &[
+                "--request-type",
+                "payment",
+                "--amount",
+                amount,
+                "--currency",
+                "DKK",
+                "--json",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(code), "{:?}", text(&o));
+        let v = json_of(&o);
+        let receipt = &v["home"]["visited"];
+        assert_eq!(receipt["status"], expected, "{v}");
+        assert_eq!(receipt["home_recorded"], expected, "{v}");
+        assert_eq!(v["cp"]["status"], expected, "{v}");
+        assert_eq!(v["cp"]["result"]["status"], expected, "{v}");
+    }
+}
+
+#[test]
+fn t09_a_replayed_security_result_is_409() {
+    let w = World::start("t09", Options::default());
+    let o = w.shop(&w.cp_card, &["--request-type", "authentication", "--json"]);
+    ok(&o);
+    let v = json_of(&o);
+    let id = v["contract_id"].as_str().unwrap();
+    let sig = w.phone(&[
+        "token",
+        "sign",
+        "--data",
+        v["contract_hex"].as_str().unwrap(),
+        "--pin",
+        PIN,
+        "--json",
+    ]);
+    ok(&sig);
+    let sig = json_of(&sig)["signature_der"].as_str().unwrap().to_string();
+    let e = client::post_json::<_, Value>(
+        &w.phone_url(&w.no),
+        &format!("/v1/contracts/{id}/result"),
+        &json!({"msisdn": MSISDN, "signature": sig}),
+    )
+    .unwrap_err();
+    assert_eq!(status(e), (409, "contract_used".into()));
+}
+
+#[test]
+fn t10_delegated_signing_without_user_authentication_is_403() {
+    let w = World::start("t10", Options::default());
+    let (_, location) = w.checkout(
+        &w.cp_card,
+        &json!({"msisdn": MSISDN, "request_type": "digital_signature", "currency": "DKK",
+            "description": "Power of attorney"}),
+    );
+    let path = location
+        .split_once("/v1/")
+        .map(|(_, p)| format!("/v1/{p}"))
+        .unwrap();
+    let e = client::post_json::<_, Value>(
+        &w.phone_url(&w.no),
+        &format!("{path}/delegated-signature"),
+        &json!({"msisdn": MSISDN}),
+    )
+    .unwrap_err();
+    assert_eq!(status(e), (403, "authentication_required".into()));
+    // With authentication, the home server signs, and the signature verifies.
+    let o = w.shop(
+        &w.cp_card,
+        &[
+            "--request-type",
+            "digital_signature",
+            "--currency",
+            "DKK",
+            "--description",
+            "Power of attorney",
+            "--json",
+        ],
+    );
+    ok(&o);
+    let v = json_of(&o);
+    let key = unhex(v["home"]["delegated_public_key_hex"].as_str().unwrap());
+    let sig = unhex(v["home"]["delegated_signature_hex"].as_str().unwrap());
+    let bytes = unhex(v["contract_hex"].as_str().unwrap());
+    assert!(simlab_services::pki::verify::p256_sha256(
+        &key, &bytes, &sig
+    ));
+    assert_eq!(
+        v["cp"]["result"]["evidence_hex"],
+        v["home"]["delegated_signature_hex"]
+    );
+}
+
+// ---- bad input ----------------------------------------------------------------------------
+
+#[test]
+fn bad_roam_messages_foreign_partners_unknown_and_expired_contracts() {
+    let w = World::start(
+        "bad",
+        Options {
+            contract_ttl: 2,
+            ..Options::default()
+        },
+    );
+    let dk_as_peer = w.peer_url(&w.no, "mec-dk-tls");
+    // Malformed JSON, an envelope with no valid hex, a signature by another key.
+    let e =
+        client::post_json::<_, Value>(&dk_as_peer, "/v1/roam/user", &json!({"x": 1})).unwrap_err();
+    assert_eq!(status(e).0, 400);
+    let e = client::post_json::<_, Value>(
+        &dk_as_peer,
+        "/v1/roam/user",
+        &json!({"message": {"bytes": "zz", "signature": ""}}),
+    )
+    .unwrap_err();
+    assert_eq!(status(e), (400, "malformed_message".into()));
+    let e = client::post_json::<_, Value>(
+        &dk_as_peer,
+        "/v1/roam/user",
+        &json!({"message": {"bytes": "0001", "signature": "3006020101020101"}}),
+    )
+    .unwrap_err();
+    assert_eq!(status(e), (422, "bad_signature".into()));
+    // Not a partner of NO (SE is not in NO's table), and the phone with no certificate.
+    let e = client::post_json::<_, Value>(
+        &w.peer_url(&w.no, "mec-se-tls"),
+        "/v1/roam/user",
+        &json!({"message": {"bytes": "00", "signature": "00"}}),
+    )
+    .unwrap_err();
+    assert_eq!(status(e), (403, "unknown_partner".into()));
+    let e = client::post_json::<_, Value>(&w.phone_url(&w.no), "/v1/roam/user", &json!({}))
+        .unwrap_err();
+    assert_eq!(status(e), (403, "client_certificate_required".into()));
+    // A partner certificate from another CA is refused at `partner add`, nothing stored.
+    let other = w.dir.join("other-ca");
+    ok(&simlab(&[
+        "gateway",
+        "issue",
+        "--ca-dir",
+        s(&other),
+        "--role",
+        "peer",
+        "--name",
+        "mec-xx",
+        "--out",
+        s(&w.dir.join("xx-tls")),
+    ]));
+    let db = w.dir.join("no.sqlite");
+    let o = simlab(&[
+        "mec",
+        "partner",
+        "add",
+        "--db",
+        s(&db),
+        "--ca",
+        s(&w.ca()),
+        "--name",
+        "mec-xx",
+        "--url",
+        "https://127.0.0.1:9",
+        "--country",
+        "FI",
+        "--country-code",
+        "358",
+        "--certificate",
+        s(&w.dir.join("xx-tls").join("cert.pem")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("not issued by"), "{:?}", text(&o));
+    let list = simlab(&["mec", "partner", "list", "--db", s(&db), "--json"]);
+    ok(&list);
+    assert_eq!(json_of(&list)["partners"].as_array().unwrap().len(), 1);
+    // Unknown and malformed contract ids.
+    let e = client::get_json::<Value>(
+        &w.phone_url(&w.no),
+        "/v1/contracts/00000000000000000000000000000000",
+    )
+    .unwrap_err();
+    assert_eq!(status(e), (404, "unknown_contract".into()));
+    let e = client::get_json::<Value>(&w.phone_url(&w.no), "/v1/contracts/xyz").unwrap_err();
+    assert_eq!(status(e), (400, "bad_contract_id".into()));
+    // An expired contract: 410 at the home server, expired for the CP, nothing paid.
+    let (order, location) = w.checkout(
+        &w.cp_card,
+        &json!({"msisdn": MSISDN, "request_type": "payment", "amount": 500, "currency": "DKK",
+            "payment_method": "card"}),
+    );
+    std::thread::sleep(Duration::from_millis(3100));
+    let path = location
+        .split_once("/v1/")
+        .map(|(_, p)| format!("/v1/{p}"))
+        .unwrap();
+    let e = client::get_json::<Value>(&w.phone_url(&w.no), &path).unwrap_err();
+    assert_eq!(status(e), (410, "contract_expired".into()));
+    let v: Value = client::get_json(&w.phone_url(&w.cp_card), &format!("/orders/{order}")).unwrap();
+    assert_eq!(v["status"], "expired", "{v}");
+    assert!(!w.log("fi").contains("payment"));
+    // The visited server still serves.
+    let o = w.shop(&w.cp_card, &["--request-type", "authentication"]);
+    ok(&o);
+}
+
+#[test]
+fn a_partner_that_hangs_costs_its_timeout_and_the_next_one_answers() {
+    let w = World::start(
+        "hang",
+        Options {
+            hanging_partner: true,
+            ..Options::default()
+        },
+    );
+    let o = w.shop(&w.cp_card, &["--request-type", "authentication", "--json"]);
+    ok(&o);
+    assert_eq!(json_of(&o)["contract"]["home"], "mec-no");
+    assert!(w.log("dk").contains("mec-hang"), "{}", w.log("dk"));
+    assert!(
+        w.log("dk").contains("counted as a reject"),
+        "{}",
+        w.log("dk")
+    );
+}
