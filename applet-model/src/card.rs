@@ -1800,7 +1800,8 @@ impl Card {
         }
     }
 
-    /// TS 33.102 6.3.3: check MAC, then SQN freshness; answer RES/CK/IK/Kc, or AUTS.
+    /// TS 33.102 6.3.3 (and TS 33.203 for IMS AKA, the same Milenage): check MAC, then SQN
+    /// freshness; answer RES/CK/IK(/Kc), or AUTS.
     fn authenticate_3g(&mut self, data: &[u8], scratch: &mut [u8; 256]) -> Handled {
         let [0x10, body @ ..] = data else {
             return Err(Fail::WrongLc);
@@ -1817,7 +1818,11 @@ impl Card {
                 w.lv(ok.res());
                 w.lv(&ok.ck);
                 w.lv(&ok.ik);
-                w.lv(&ok.kc);
+                // Kc only for the USIM with GSM access (TS 31.102 7.1.2.1); the ISIM's IMS
+                // AKA answer is RES, CK, IK (TS 31.103 7.1.2.1).
+                if self.app == App::Usim {
+                    w.lv(&ok.kc);
+                }
             }
             Err(AkaError::SyncFailure { auts }) => {
                 w.byte(0xDC);
