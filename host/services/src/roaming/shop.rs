@@ -162,7 +162,7 @@ pub fn shop(
         } else {
             String::new()
         },
-        contract.expires_at
+        crate::pki::der::iso8601(contract.expires_at)
     ));
     let mut pin_status = None;
     let result_path = format!("/v1/contracts/{id}/result");
