@@ -52,6 +52,15 @@ pub struct DemoArgs {
     /// in-process.
     #[arg(long)]
     pub pcscd: bool,
+    /// Tell one chapter only: `roaming` (seed 001: roaming m-commerce between three operators).
+    #[arg(value_enum, value_name = "CHAPTER")]
+    pub chapter: Option<Chapter>,
+}
+
+/// The chapters `simlab demo CHAPTER` tells on their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Chapter {
+    Roaming,
 }
 
 /// The card model serving a vpcd reader from a thread; stopped when dropped.
@@ -317,6 +326,9 @@ fn m3_forger(gateway: Url) -> impl Fn(&Request) -> Response + Send + Sync {
 }
 
 pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
+    if args.chapter == Some(Chapter::Roaming) {
+        return super::demo_roaming::run(out);
+    }
     let profile = Profile::parse(Path::new("fixtures/cards/demo-usim.toml"), DEMO_PROFILE)?;
     let tmp = TempDir::new()?;
 
@@ -802,6 +814,8 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
     ensure(last.accepted == 1, "the last purchase was not billed")?;
     billing_results.extend(last.results.iter().cloned());
 
+    let roaming = super::demo_roaming::chapter(out, 11)?;
+
     let accepted = billing_results
         .iter()
         .filter(|r| r.reason.is_none())
@@ -836,6 +850,7 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
                 "rejected": rejected,
                 "results": billing_results,
             },
+            "roaming": roaming,
         }),
     )?;
     Ok(0)
