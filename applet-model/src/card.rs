@@ -581,6 +581,21 @@ impl Card {
         n + 2
     }
 
+    /// What logical channel `channel` has selected, if it is open: (current DF, current EF,
+    /// application AID) as file indices and AID, for inspection and tests.
+    pub fn channel_view(&self, channel: usize) -> Option<(u8, Option<u8>, &'static [u8])> {
+        let c = self.channels.get(channel).filter(|c| c.open)?;
+        let aid: &'static [u8] = match c.app {
+            App::None => &[],
+            App::Usim => &fs::USIM_AID,
+            App::Isim => &fs::ISIM_AID,
+            App::Isd => &ISD_AID,
+            App::AraM => &ARAM_AID,
+        };
+        let aid: &'static [u8] = if c.token { &token::AID } else { aid };
+        Some((c.df, c.ef, aid))
+    }
+
     /// Which logical channels are open (bit n = channel n), for inspection and tests.
     pub fn open_channels(&self) -> u8 {
         self.channels
