@@ -64,7 +64,7 @@ fn failed(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// A server on a thread of its own, stopped (requests finished) when dropped.
-struct Running {
+pub struct Running {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
@@ -129,7 +129,7 @@ impl Roaming {
     }
 }
 
-struct TempDir(PathBuf);
+pub struct TempDir(PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -172,154 +172,172 @@ fn openssl_verifies(p7: &Path, ca: &Path, content: &[u8]) -> Option<bool> {
 }
 
 /// The chapter, its steps numbered from `first`; the JSON of what it showed.
-pub fn chapter(out: &Output, first: usize) -> Result<Value> {
-    let tag = hex::encode(&simlab_card::random::bytes::<4>()?);
-    let dir =
-        std::env::temp_dir().join(format!("simlab-demo-roaming-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-        context: format!("creating {}", dir.display()),
-        source,
-    })?;
-    let _tmp = TempDir(dir.clone());
-    let ca =
-        Ca::load_or_create(&dir.join("roam-ca"), "roaming").map_err(|e| failed("roaming CA", e))?;
-    let w = Roaming {
-        dir: dir.clone(),
-        ca,
-    };
+/// Three MeC servers, a CP and an FI on loopback threads, and the phone's token: what the
+/// demo chapter tells and what `mec bench` times.
+pub struct World {
+    pub cp_front: Url,
+    pub trust: ClientTls,
+    pub token: TokenSession,
+    pub pin: [u8; simlab_applet::chv::PIN_LEN],
+    pub operator: Ca,
+    /// mec-dk, mec-no, mec-se, cp, fi.
+    pub urls: [String; 5],
+    pub dir: PathBuf,
+    _servers: [Running; 5],
+    _tmp: TempDir,
+}
 
-    step(
-        out,
-        first,
-        "Roaming (seed 001): three operators' m-commerce servers, a shop, a bank",
-    );
-    let (dk_id, dk_cert, dk_key) = w.issued(Role::Peer, "mec-dk")?;
-    let (no_id, no_cert, no_key) = w.issued(Role::Peer, "mec-no")?;
-    let (se_id, se_cert, se_key) = w.issued(Role::Peer, "mec-se")?;
-    let (cp_id, _, _) = w.issued(Role::Seller, "cp-copenhagen")?;
-    let (fi_id, _, _) = w.issued(Role::Server, "fi")?;
-    let dk_server = w.bind(&dk_id, "mec-dk")?;
-    let no_server = w.bind(&no_id, "mec-no")?;
-    let se_server = w.bind(&se_id, "mec-se")?;
-    let fi_server = w.bind(&fi_id, "fi")?;
-    let cp_server = w.bind(&cp_id, "cp")?;
-    let (dk_url, no_url, se_url) = (dk_server.url(), no_server.url(), se_server.url());
-    let fi_url = fi_server.url();
-    let cp_url = cp_server.url();
-    let dk_store = w.store("dk")?;
-    let no_store = w.store("no")?;
-    let se_store = w.store("se")?;
-    let err = |e| failed("the partner table", e);
-    dk_store
-        .add_partner(&partner(
-            "mec-no",
-            &no_url,
-            "NO",
-            "47",
-            &["9", "4"],
-            &no_cert,
-        ))
-        .map_err(err)?;
-    dk_store
-        .add_partner(&partner("mec-se", &se_url, "SE", "46", &[], &se_cert))
-        .map_err(err)?;
-    no_store
-        .add_partner(&partner("mec-dk", &dk_url, "DK", "45", &[], &dk_cert))
-        .map_err(err)?;
-    se_store
-        .add_partner(&partner("mec-dk", &dk_url, "DK", "45", &[], &dk_cert))
-        .map_err(err)?;
-    dk_store
-        .add_cp("cp-copenhagen", &["card".into()])
-        .map_err(|e| failed("the CP", e))?;
+impl World {
+    pub fn start() -> Result<World> {
+        let tag = hex::encode(&simlab_card::random::bytes::<4>()?);
+        let dir =
+            std::env::temp_dir().join(format!("simlab-demo-roaming-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            context: format!("creating {}", dir.display()),
+            source,
+        })?;
+        let _tmp = TempDir(dir.clone());
+        let ca = Ca::load_or_create(&dir.join("roam-ca"), "roaming")
+            .map_err(|e| failed("roaming CA", e))?;
+        let w = Roaming {
+            dir: dir.clone(),
+            ca,
+        };
 
-    let peer_tls = |id: &Identity| ClientTls {
-        anchors: id.ca.clone(),
-        identity: Some(id.clone()),
-    };
-    let mk = |name: &str, url: &str, id: &Identity, key: SigningKey, fi: Option<Url>| Config {
-        name: name.into(),
-        public_url: url.into(),
-        client_tls: peer_tls(id),
-        key,
-        fi,
-        partner_timeout: PARTNER_TIMEOUT,
-        contract_ttl: 300,
-    };
-    let fi = Url::parse(&fi_url)
-        .map_err(|e| failed("FI URL", e))?
-        .with_tls(&peer_tls(&dk_id));
-    let mec = |c, s| Mec::new(c, s).map(Arc::new).map_err(|e| failed("MeC", e));
-    let dk = mec(mk("mec-dk", &dk_url, &dk_id, dk_key, Some(fi)), dk_store)?;
-    let no = mec(mk("mec-no", &no_url, &no_id, no_key, None), no_store)?;
-    let se = mec(mk("mec-se", &se_url, &se_id, se_key, None), se_store)?;
-    let cp = Arc::new(Cp {
-        mec: Url::parse(&dk_url)
-            .map_err(|e| failed("MeC URL", e))?
-            .with_tls(&peer_tls(&cp_id)),
-    });
-    let fi = Arc::new(Fi::new(false, Some(100_000)));
+        let (dk_id, dk_cert, dk_key) = w.issued(Role::Peer, "mec-dk")?;
+        let (no_id, no_cert, no_key) = w.issued(Role::Peer, "mec-no")?;
+        let (se_id, se_cert, se_key) = w.issued(Role::Peer, "mec-se")?;
+        let (cp_id, _, _) = w.issued(Role::Seller, "cp-copenhagen")?;
+        let (fi_id, _, _) = w.issued(Role::Server, "fi")?;
+        let dk_server = w.bind(&dk_id, "mec-dk")?;
+        let no_server = w.bind(&no_id, "mec-no")?;
+        let se_server = w.bind(&se_id, "mec-se")?;
+        let fi_server = w.bind(&fi_id, "fi")?;
+        let cp_server = w.bind(&cp_id, "cp")?;
+        let (dk_url, no_url, se_url) = (dk_server.url(), no_server.url(), se_server.url());
+        let fi_url = fi_server.url();
+        let cp_url = cp_server.url();
+        let dk_store = w.store("dk")?;
+        let no_store = w.store("no")?;
+        let se_store = w.store("se")?;
+        let err = |e| failed("the partner table", e);
+        dk_store
+            .add_partner(&partner(
+                "mec-no",
+                &no_url,
+                "NO",
+                "47",
+                &["9", "4"],
+                &no_cert,
+            ))
+            .map_err(err)?;
+        dk_store
+            .add_partner(&partner("mec-se", &se_url, "SE", "46", &[], &se_cert))
+            .map_err(err)?;
+        no_store
+            .add_partner(&partner("mec-dk", &dk_url, "DK", "45", &[], &dk_cert))
+            .map_err(err)?;
+        se_store
+            .add_partner(&partner("mec-dk", &dk_url, "DK", "45", &[], &dk_cert))
+            .map_err(err)?;
+        dk_store
+            .add_cp("cp-copenhagen", &["card".into()])
+            .map_err(|e| failed("the CP", e))?;
 
-    // The phone: the subscriber's home operator certifies the token's key (seed 000 would do
-    // it over the air; here its CA issues the certificate directly).
-    let profile = Profile::parse(Path::new("fixtures/cards/demo-usim.toml"), DEMO_PROFILE)?;
-    let mut token = TokenSession::open(Link::new(Box::new(InProcess::new(
-        profile.build_card()?,
-        "roaming phone",
-    ))))?;
-    let pin = pad_pin(TOKEN_PIN).unwrap_or_default();
-    ensure(
-        token.verify_pin(&pin)? == simlab_card::token::PinOutcome::Verified,
-        "the token refused its PIN",
-    )?;
-    let public_key = token.generate_key(false)?;
-    let operator = Ca::load_or_create(&dir.join("operator-no-ca"), "operator-no")
-        .map_err(|e| failed("operator CA", e))?;
-    let cert = operator
-        .try_issue(
-            &simlab_card::random::bytes::<16>()?,
-            MSISDN,
-            &public_key.0,
-            simlab_services::pki::now(),
-            &Restrictions::default(),
-        )
-        .map_err(|e| failed("certificate", e))?;
-    let parsed = Certificate::from_der(&cert).map_err(|e| failed("certificate", e))?;
-    // Registered at home only: Denmark and Sweden never learn the subscriber's keys.
-    let no_handle = no.clone();
-    no_handle
-        .store()
-        .add_subscriber(
-            MSISDN,
-            &parsed.public_key,
-            Some(&cert),
-            &["card".into(), "wallet".into()],
-        )
-        .map_err(|e| failed("subscriber", e))?;
-    let _servers = [
-        run_server(dk_server, Arc::new(move |r| dk.handle(r)), "mec-dk")?,
-        run_server(no_server, Arc::new(move |r| no.handle(r)), "mec-no")?,
-        run_server(se_server, Arc::new(move |r| se.handle(r)), "mec-se")?,
-        run_server(fi_server, Arc::new(move |r| fi.handle(r)), "fi")?,
-        run_server(cp_server, Arc::new(move |r| cp.handle(r)), "cp")?,
-    ];
-    say(
-        out,
-        &format!(
-            "mec-dk {dk_url} (visited), mec-no {no_url} (home of {MSISDN}), mec-se {se_url}.\n\
-             Denmark's partner table: mec-no +47 9…/4…, mec-se +46 (all numbers). Every link is\n\
-             mutual TLS with peer certificates from one roaming CA; every roam message is signed.\n\
-             Shop cp-copenhagen {cp_url} (accepts card); bank {fi_url}."
-        ),
-    );
-    let trust = ClientTls {
-        anchors: vec![w.ca.certificate().der.clone().into()],
-        identity: None,
-    };
-    let cp_front = Url::parse(&cp_url)
-        .map_err(|e| failed("CP URL", e))?
-        .with_tls(&trust);
-    let order = |request_type, amount, description: &str| Order {
+        let peer_tls = |id: &Identity| ClientTls {
+            anchors: id.ca.clone(),
+            identity: Some(id.clone()),
+        };
+        let mk = |name: &str, url: &str, id: &Identity, key: SigningKey, fi: Option<Url>| Config {
+            name: name.into(),
+            public_url: url.into(),
+            client_tls: peer_tls(id),
+            key,
+            fi,
+            partner_timeout: PARTNER_TIMEOUT,
+            contract_ttl: 300,
+        };
+        let fi = Url::parse(&fi_url)
+            .map_err(|e| failed("FI URL", e))?
+            .with_tls(&peer_tls(&dk_id));
+        let mec = |c, s| Mec::new(c, s).map(Arc::new).map_err(|e| failed("MeC", e));
+        let dk = mec(mk("mec-dk", &dk_url, &dk_id, dk_key, Some(fi)), dk_store)?;
+        let no = mec(mk("mec-no", &no_url, &no_id, no_key, None), no_store)?;
+        let se = mec(mk("mec-se", &se_url, &se_id, se_key, None), se_store)?;
+        let cp = Arc::new(Cp {
+            mec: Url::parse(&dk_url)
+                .map_err(|e| failed("MeC URL", e))?
+                .with_tls(&peer_tls(&cp_id)),
+        });
+        let fi = Arc::new(Fi::new(false, Some(100_000)));
+
+        // The phone: the subscriber's home operator certifies the token's key (seed 000 would do
+        // it over the air; here its CA issues the certificate directly).
+        let profile = Profile::parse(Path::new("fixtures/cards/demo-usim.toml"), DEMO_PROFILE)?;
+        let mut token = TokenSession::open(Link::new(Box::new(InProcess::new(
+            profile.build_card()?,
+            "roaming phone",
+        ))))?;
+        let pin = pad_pin(TOKEN_PIN).unwrap_or_default();
+        ensure(
+            token.verify_pin(&pin)? == simlab_card::token::PinOutcome::Verified,
+            "the token refused its PIN",
+        )?;
+        let public_key = token.generate_key(false)?;
+        let operator = Ca::load_or_create(&dir.join("operator-no-ca"), "operator-no")
+            .map_err(|e| failed("operator CA", e))?;
+        let cert = operator
+            .try_issue(
+                &simlab_card::random::bytes::<16>()?,
+                MSISDN,
+                &public_key.0,
+                simlab_services::pki::now(),
+                &Restrictions::default(),
+            )
+            .map_err(|e| failed("certificate", e))?;
+        let parsed = Certificate::from_der(&cert).map_err(|e| failed("certificate", e))?;
+        // Registered at home only: Denmark and Sweden never learn the subscriber's keys.
+        let no_handle = no.clone();
+        no_handle
+            .store()
+            .add_subscriber(
+                MSISDN,
+                &parsed.public_key,
+                Some(&cert),
+                &["card".into(), "wallet".into()],
+            )
+            .map_err(|e| failed("subscriber", e))?;
+        let _servers = [
+            run_server(dk_server, Arc::new(move |r| dk.handle(r)), "mec-dk")?,
+            run_server(no_server, Arc::new(move |r| no.handle(r)), "mec-no")?,
+            run_server(se_server, Arc::new(move |r| se.handle(r)), "mec-se")?,
+            run_server(fi_server, Arc::new(move |r| fi.handle(r)), "fi")?,
+            run_server(cp_server, Arc::new(move |r| cp.handle(r)), "cp")?,
+        ];
+        let trust = ClientTls {
+            anchors: vec![w.ca.certificate().der.clone().into()],
+            identity: None,
+        };
+        let cp_front = Url::parse(&cp_url)
+            .map_err(|e| failed("CP URL", e))?
+            .with_tls(&trust);
+        Ok(World {
+            cp_front,
+            trust,
+            token,
+            pin,
+            operator,
+            urls: [dk_url, no_url, se_url, cp_url, fi_url],
+            dir,
+            _servers,
+            _tmp,
+        })
+    }
+}
+
+/// An order from the demo's subscriber.
+pub fn order(request_type: RequestType, amount: u64, description: &str) -> Order {
+    Order {
         msisdn: MSISDN.into(),
         request_type,
         amount,
@@ -327,7 +345,29 @@ pub fn chapter(out: &Output, first: usize) -> Result<Value> {
         description: description.into(),
         payment_method: None,
         sign_amount_plus_one: false,
-    };
+    }
+}
+
+pub fn chapter(out: &Output, first: usize) -> Result<Value> {
+    step(
+        out,
+        first,
+        "Roaming (seed 001): three operators' m-commerce servers, a shop, a bank",
+    );
+    let mut w = World::start()?;
+    say(
+        out,
+        &format!(
+            "mec-dk {} (visited), mec-no {} (home of {MSISDN}), mec-se {}.\n\
+             Denmark's partner table: mec-no +47 9…/4…, mec-se +46 (all numbers). Every link is\n\
+             mutual TLS with peer certificates from one roaming CA; every roam message is signed.\n\
+             Shop cp-copenhagen {} (accepts card); bank {}.",
+            w.urls[0], w.urls[1], w.urls[2], w.urls[3], w.urls[4]
+        ),
+    );
+    let (cp_front, trust, dir) = (w.cp_front.clone(), w.trust.clone(), w.dir.clone());
+    let pin = w.pin;
+    let token = &mut w.token;
 
     step(
         out,
@@ -337,7 +377,7 @@ pub fn chapter(out: &Output, first: usize) -> Result<Value> {
     let auth = shop(
         &cp_front,
         &trust,
-        &mut token,
+        token,
         &pin,
         &order(
             RequestType::Authentication,
@@ -363,7 +403,7 @@ pub fn chapter(out: &Output, first: usize) -> Result<Value> {
     let e2e = shop(
         &cp_front,
         &trust,
-        &mut token,
+        token,
         &pin,
         &order(RequestType::E2eSignature, 0, "Lease, flat 4B, Nørrebro"),
         &mut |l| say(out, l),
@@ -399,7 +439,7 @@ pub fn chapter(out: &Output, first: usize) -> Result<Value> {
     let paid = shop(
         &cp_front,
         &trust,
-        &mut token,
+        token,
         &pin,
         &order(RequestType::Payment, 12_900, "Concert ticket, Vega"),
         &mut |l| say(out, l),
@@ -447,7 +487,7 @@ pub fn chapter(out: &Output, first: usize) -> Result<Value> {
         "authentication": auth.cp,
         "e2e_contract_hex": hex::encode(&e2e.contract_bytes),
         "cms_der_hex": cms_hex,
-        "operator_ca_pem": x509::pem_certificate(&operator.certificate().der),
+        "operator_ca_pem": x509::pem_certificate(&w.operator.certificate().der),
         "openssl_verified": verified,
         "payment_receipt": receipt,
         "home_not_found": stranger,

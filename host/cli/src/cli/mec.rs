@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "bench")]
+mod bench;
+
 #[derive(Subcommand, Debug)]
 pub enum MecCommand {
     /// Run one operator's MeC server: visited role for its content providers, home role for
@@ -79,6 +82,10 @@ Example:
     /// The financial institution stub.
     #[command(subcommand)]
     Fi(FiCommand),
+    /// Benchmark: home-server look-ups and authenticated payments per second.
+    #[cfg(feature = "bench")]
+    #[command(hide = true)]
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -268,6 +275,8 @@ fn https_url(arg: &str, text: &str, tls: &ClientTls) -> Result<Url> {
 
 pub fn run(out: &Output, _global: &Global, cmd: &MecCommand) -> Result<i32> {
     match cmd {
+        #[cfg(feature = "bench")]
+        MecCommand::Bench(args) => bench::run(out, args),
         MecCommand::Serve {
             name,
             db,
