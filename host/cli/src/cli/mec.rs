@@ -409,10 +409,13 @@ pub fn run(out: &Output, _global: &Global, cmd: &MecCommand) -> Result<i32> {
             match cert.role() {
                 Some((Role::Peer, cn)) if cn == *name => {}
                 other => {
+                    let holder = other.map_or("no role".to_string(), |(r, cn)| {
+                        format!("{}:{cn}", r.as_str())
+                    });
                     return Err(Error::arg(
                         "--certificate",
                         format!(
-                            "the certificate is for {other:?}, not a peer named {name:?} (gateway issue --role peer --name {name})"
+                            "the certificate is {holder}, not a peer named {name:?} (gateway issue --role peer --name {name})"
                         ),
                     ));
                 }
