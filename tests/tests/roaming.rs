@@ -683,7 +683,41 @@ fn t08_the_fi_approves_or_declines_and_steps_21_and_22_agree() {
         assert_eq!(receipt["home_recorded"], expected, "{v}");
         assert_eq!(v["cp"]["status"], expected, "{v}");
         assert_eq!(v["cp"]["result"]["status"], expected, "{v}");
+        if expected == "paid" {
+            // The paid contract's result replayed: 409 at home, and the FI paid once.
+            let id = v["contract_id"].as_str().unwrap();
+            let sig = w.phone(&[
+                "token",
+                "sign",
+                "--data",
+                v["contract_hex"].as_str().unwrap(),
+                "--pin",
+                PIN,
+                "--json",
+            ]);
+            ok(&sig);
+            let sig = json_of(&sig)["signature_der"].as_str().unwrap().to_string();
+            let e = client::post_json::<_, Value>(
+                &w.phone_url(&w.no),
+                &format!("/v1/contracts/{id}/result"),
+                &json!({"msisdn": MSISDN, "signature": sig}),
+            )
+            .unwrap_err();
+            assert_eq!(status(e), (409, "contract_used".into()));
+            assert_eq!(
+                w.log("fi").matches("approved=true").count(),
+                1,
+                "{}",
+                w.log("fi")
+            );
+        }
     }
+    assert_eq!(
+        w.log("fi").matches("approved=false").count(),
+        1,
+        "{}",
+        w.log("fi")
+    );
 }
 
 #[test]
@@ -716,6 +750,29 @@ fn t09_a_replayed_security_result_is_409() {
 #[test]
 fn t10_delegated_signing_without_user_authentication_is_403() {
     let w = World::start("t10", Options::default());
+    // A browser that is not ours (curl) sees the 303 and its Location header.
+    if require("curl") {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-i",
+                "--cacert",
+                s(&w.ca()),
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &json!({"msisdn": MSISDN, "request_type": "authentication",
+                "currency": "DKK"})
+                .to_string(),
+                &format!("{}/checkout", w.cp_card),
+            ])
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(head.starts_with("http/1.1 303"), "{head}");
+        let location = format!("location: {}/v1/contracts/", w.no);
+        assert!(head.contains(&location), "{head}");
+    }
     let (_, location) = w.checkout(
         &w.cp_card,
         &json!({"msisdn": MSISDN, "request_type": "digital_signature", "currency": "DKK",
@@ -867,6 +924,157 @@ fn bad_roam_messages_foreign_partners_unknown_and_expired_contracts() {
     // The visited server still serves.
     let o = w.shop(&w.cp_card, &["--request-type", "authentication"]);
     ok(&o);
+}
+
+#[test]
+fn the_mec_commands_refuse_bad_arguments_with_exit_2_and_store_nothing() {
+    let dir = simlab_hil::temp_path("roaming-cli");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca");
+    for (role, name) in [("peer", "mec-no"), ("server", "plain")] {
+        ok(&simlab(&[
+            "gateway",
+            "issue",
+            "--ca-dir",
+            s(&ca),
+            "--role",
+            role,
+            "--name",
+            name,
+            "--out",
+            s(&dir.join(name)),
+        ]));
+    }
+    let db = dir.join("m.sqlite");
+    let cert = dir.join("mec-no").join("cert.pem");
+    let ca_pem = ca.join("ca.pem");
+    let base = |extra: &[&str]| {
+        let mut a = vec![
+            "mec",
+            "partner",
+            "add",
+            "--db",
+            s(&db),
+            "--ca",
+            s(&ca_pem),
+            "--name",
+            "mec-no",
+            "--url",
+            "https://127.0.0.1:9",
+            "--country",
+            "NO",
+            "--country-code",
+            "47",
+            "--certificate",
+            s(&cert),
+        ];
+        for pair in extra.chunks(2) {
+            if let Some(i) = a.iter().position(|x| *x == pair[0]) {
+                a[i + 1] = pair[1];
+            } else {
+                a.extend_from_slice(pair);
+            }
+        }
+        simlab(&a)
+    };
+    let plain_cert = dir.join("plain").join("cert.pem");
+    for (extra, says) in [
+        (&["--country-code", "047"][..], "country code"),
+        (&["--prefix", "9x"][..], "local prefix"),
+        (&["--url", "http://127.0.0.1:9"][..], "https"),
+        (&["--country", "Norway"][..], "two capital letters"),
+        (&["--name", "mec no"][..], "--name"),
+        (&["--request-types", "pay"][..], "request type"),
+        (&["--certificate", s(&plain_cert)][..], "not a peer"),
+        (&["--name", "mec-se"][..], "not a peer named"),
+    ] {
+        let o = base(extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {:?}", text(&o));
+        assert!(text(&o).1.contains(says), "{extra:?}: {:?}", text(&o));
+    }
+    let list = simlab(&["mec", "partner", "list", "--db", s(&db), "--json"]);
+    ok(&list);
+    assert!(json_of(&list)["partners"].as_array().unwrap().is_empty());
+    ok(&base(&[]));
+    let again = base(&[]);
+    assert_eq!(again.status.code(), Some(2), "{:?}", text(&again));
+    let o = simlab(&[
+        "mec",
+        "partner",
+        "remove",
+        "--db",
+        s(&db),
+        "--name",
+        "mec-xx",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    for args in [
+        &[
+            "mec",
+            "subscriber",
+            "add",
+            "--db",
+            s(&db),
+            "--msisdn",
+            "4791234567",
+            "--certificate",
+            s(&cert),
+        ][..],
+        &["mec", "cp", "add", "--db", s(&db), "--id", "cp 1"][..],
+        &[
+            "mec",
+            "cp",
+            "add",
+            "--db",
+            s(&db),
+            "--id",
+            "cp-1",
+            "--payment-methods",
+            "Card",
+        ][..],
+        // A server certificate is not a MeC server's identity.
+        &[
+            "mec",
+            "serve",
+            "--name",
+            "plain",
+            "--db",
+            s(&db),
+            "--listen",
+            "127.0.0.1:0",
+            "--tls",
+            s(&dir.join("plain")),
+        ][..],
+        &[
+            "mec",
+            "serve",
+            "--name",
+            "mec-se",
+            "--db",
+            s(&db),
+            "--listen",
+            "127.0.0.1:0",
+            "--tls",
+            s(&dir.join("mec-no")),
+        ][..],
+        &[
+            "mec",
+            "serve",
+            "--name",
+            "mec-no",
+            "--db",
+            s(&dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--tls",
+            s(&dir.join("mec-no")),
+        ][..],
+    ] {
+        let o = simlab(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {:?}", text(&o));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
