@@ -496,6 +496,17 @@ impl Card {
     /// (older ones are migrated: see [`state`]). Checks everything before changing anything:
     /// on error the card is untouched. Volatile state is reset, as after power-on.
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), state::StateError> {
+        self.restore(bytes, false)
+    }
+
+    /// As [`Card::restore_state`], but a state of another card type turns this card into that
+    /// type (its files, key files and ADM rules; the ATR stays): for a generic card such as
+    /// the firmware's, which is whatever card its personalisation image describes.
+    pub fn restore_state_adopting_type(&mut self, bytes: &[u8]) -> Result<(), state::StateError> {
+        self.restore(bytes, true)
+    }
+
+    fn restore(&mut self, bytes: &[u8], adopt_type: bool) -> Result<(), state::StateError> {
         use state::StateError;
         if bytes.len() < 5 {
             return Err(StateError::BadLength {
@@ -526,11 +537,19 @@ impl Card {
         let mut g = state::Get { buf: body, at: 5 };
         if version == state::VERSION {
             let saved = g.byte();
-            if saved as usize != self.card_type.index() {
-                return Err(StateError::WrongCardType {
-                    saved: CardType::from_index(saved).map_or("unknown", CardType::name),
-                    card: self.card_type.name(),
-                });
+            let saved_type = CardType::from_index(saved);
+            match saved_type {
+                Some(t) if t == self.card_type => {}
+                Some(t) if adopt_type => {
+                    next.card_type = t;
+                    next.arena = Arena::new(t);
+                }
+                _ => {
+                    return Err(StateError::WrongCardType {
+                        saved: saved_type.map_or("unknown", CardType::name),
+                        card: self.card_type.name(),
+                    });
+                }
             }
             Self::restore_secrets(&mut next, &mut g)?;
             next.arena

@@ -190,3 +190,52 @@ fn a_newer_version_is_refused_whole() {
     );
     assert_eq!(card.tries(), before, "nothing was loaded");
 }
+
+#[test]
+fn a_state_of_another_card_type_is_refused_unless_the_card_adopts_it() {
+    let (_, path) = golden_files().pop().unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    let mut config = config();
+    config.card_type = CardType::SysmoUsimSjs1;
+    let mut sjs1 = Card::new(&config);
+    let err = sjs1.restore_state(&bytes).unwrap_err();
+    assert_eq!(
+        err,
+        StateError::WrongCardType {
+            saved: "sysmoISIM-SJA2",
+            card: "sysmoUSIM-SJS1"
+        }
+    );
+    assert!(err.to_string().contains("nothing was loaded"), "{err}");
+    assert_eq!(sjs1.tries()[0], 3);
+    // The firmware's generic card becomes what its image says.
+    sjs1.restore_state_adopting_type(&bytes).unwrap();
+    assert_eq!(sjs1.card_type(), CardType::SysmoIsimSja2);
+    assert_eq!(sjs1.tries()[0], 2);
+}
+
+/// Version 2 kept EF_MSISDN in 26-byte records; the sysmocom cards' have 34. The migrated
+/// record keeps its alpha identifier at the front and its 14-byte number part at the end.
+#[test]
+fn a_v2_dialling_number_record_keeps_alpha_and_number_apart_when_it_grows() {
+    let mut bytes = std::fs::read(dir().join("v2.state")).unwrap();
+    // v2 arena: after magic, version and the 281 bytes of secrets; EF_MSISDN after EF_ICCID
+    // (10), EF_DIR (2 × 32) and EF_ARR (6 × 24).
+    let msisdn_at = 5 + 281 + 10 + 64 + 144;
+    let mut record = [0xFF; 26];
+    record[..3].copy_from_slice(b"Lab");
+    let number = [
+        0x07, 0x91, 0x94, 0x71, 0x00, 0x00, 0x00, 0xF1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    ];
+    record[12..].copy_from_slice(&number);
+    bytes[msisdn_at..msisdn_at + 26].copy_from_slice(&record);
+    let body = bytes.len() - 4;
+    let crc = simlab_applet::state::crc32(&bytes[..body]).to_be_bytes();
+    bytes[body..].copy_from_slice(&crc);
+    let mut card = Card::new(&config());
+    card.restore_state(&bytes).unwrap();
+    let got = &card.file_content(idx::EF_MSISDN)[..34];
+    assert_eq!(&got[..3], b"Lab");
+    assert!(got[3..20].iter().all(|&b| b == 0xFF), "{got:02X?}");
+    assert_eq!(&got[20..], &number);
+}

@@ -228,7 +228,7 @@ where
     #[inline(never)]
     fn restore(&mut self) -> Result<Lifecycle, StoreError> {
         let lifecycle = match self.store.load(&mut self.state) {
-            Ok(Some(n)) => match self.card.restore_state(&self.state[..n]) {
+            Ok(Some(n)) => match self.card.restore_state_adopting_type(&self.state[..n]) {
                 Ok(()) => Ok(Lifecycle::Personalised),
                 Err(_) => Ok(Lifecycle::Unreadable),
             },
@@ -528,7 +528,7 @@ where
         // differ: its DRBG is the card's own business).
         let sim_part = crate::crc::crc32(&self.state[..TOKEN_AT]);
         self.card
-            .restore_state(&self.state)
+            .restore_state_adopting_type(&self.state)
             .map_err(|_| ErrorCode::BadImage)?;
         self.state.fill(0);
         if self.card.save_state(&mut self.state) != STATE_LEN
