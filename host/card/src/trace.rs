@@ -1,20 +1,33 @@
 //! APDU transcripts (`--trace FILE`): every command and response with its time, direction and
 //! decoded name, with secrets blanked out before anything is written.
 //!
-//! Redaction is decided here, in one place, from the command alone: the data of every
-//! PIN-family command (VERIFY, CHANGE, DISABLE, ENABLE, UNBLOCK — PINs, PUKs and ADM keys), of
-//! vendor key-loading commands, and of writes to files that hold keys. A transcript can then be
-//! attached to a bug report without a second thought.
+//! Redaction is decided here, in one place, from what a command or a file *is*, not from a list
+//! of writes that provisioning happens to make today, so a vendor's next key file or a tool that
+//! writes keys another way is covered too:
+//!
+//! - the data of every PIN-family command (VERIFY, CHANGE, DISABLE, ENABLE, UNBLOCK: PINs, PUKs
+//!   and ADM keys, in both dialects) and of vendor key-loading commands;
+//! - the whole answer of RUN GSM ALGORITHM and AUTHENTICATE (SRES/RES, Kc, CK, IK, AUTS, in every
+//!   context), also when it arrives later in a GET RESPONSE, and of the token's BOOTSTRAP BEGIN;
+//! - the data written to and read from any file that is not a standard, public EF: TS 102 221
+//!   numbers EFs `2Fxx` under the MF, `6Fxx` in a first-level DF or an ADF and `4Fxx` one level
+//!   further down, so a FID outside that scheme (sysmoUSIM-SJS1's 7F20/00FF Ki and 00F7 OPc,
+//!   sysmoISIM's ADF-level `AFxx`), any file below a proprietary DF (sysmoISIM's DF.SYSTEM A515,
+//!   whose 6F20 holds Ki and OPc) and any file of an application the trace does not know is
+//!   treated as a key file; so are the standard files that hold session keys (EF_Kc,
+//!   EF_KcGPRS, EF_Keys, EF_KeysPS);
+//! - the data of any command the trace cannot name, and its answer.
+//!
+//! Selections are followed per logical channel (the channel bits of CLA), by FID, path, parent
+//! and AID, so the file a command touches is known whichever channel carries it. RES and SRES
+//! are not keys, but a trace is often shared, and a (RAND, SRES) pair is what a replay needs;
+//! they are blanked with the rest of the answer. A transcript can then be attached to a bug
+//! report without a second thought.
 
 use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Elementary files that hold keys on programmable cards (REFERENCE.md): sysmoUSIM-SJS1 Ki
-/// (7F20/00FF) and OPc (7F20/00F7), sysmoISIM-SJA2 ADF.USIM/AF20. A515/6F20 is handled by
-/// parent, since 6F20 alone is EF_Kc.
-const KEY_FILES: [u16; 3] = [0x00FF, 0x00F7, 0xAF20];
 
 /// What a trace line says about a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,93 +35,309 @@ pub struct Decoded {
     pub name: &'static str,
     /// The data field must not be written.
     pub secret: bool,
+    /// The data of the answer must not be written (the status word always is).
+    pub secret_response: bool,
 }
 
-/// Follows selections so that writes to key files can be recognised.
+impl Decoded {
+    fn new(name: &'static str, secret: bool, secret_response: bool) -> Self {
+        Decoded {
+            name,
+            secret,
+            secret_response,
+        }
+    }
+}
+
+/// The application a logical channel has selected, as far as redaction cares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum App {
+    /// None selected: the MF's own tree (GSM dialect, or UICC before any AID).
+    #[default]
+    None,
+    /// ADF.USIM or ADF.ISIM: standard files.
+    Standard,
+    /// The simlab token applet (docs/token-apdus.md).
+    Token,
+    /// Any other AID: its files are not known, so they are treated as key files.
+    Unknown,
+}
+
+/// Where one logical channel stands.
 #[derive(Clone, Debug, Default)]
-pub struct Redactor {
-    parent: u16,
-    selected: u16,
-    /// The token applet is selected: its instructions (docs/token-apdus.md) are named as its,
-    /// since several reuse INS values the SIM gives other meanings.
-    token: bool,
+struct Channel {
+    app: App,
+    /// DFs below the MF (or the ADF) down to the current one.
+    dfs: Vec<u16>,
+    /// A DF on the way that is not in the standard numbering (a vendor's).
+    proprietary: bool,
+    /// The current EF, if any.
+    ef: Option<u16>,
+    /// The last command's answer is secret: so is the GET RESPONSE that fetches it.
+    pending_secret: bool,
 }
 
-/// The token applet's instructions: only VERIFY PIN and CHANGE PIN carry secrets (PINs); the
-/// key, Kc and K never cross the interface at all.
+/// Whether `fid` follows TS 102 221's EF numbering at this level.
+fn numbered(level: usize, fid: u16) -> bool {
+    let [hi, _] = fid.to_be_bytes();
+    match level {
+        0 => hi == 0x2F,
+        1 => hi == 0x6F,
+        _ => hi == 0x4F,
+    }
+}
+
+/// A standard EF that holds no key: numbered, and not one of the session-key files.
+fn public_ef(level: usize, fid: u16) -> bool {
+    const SESSION_KEYS: [u16; 6] = [0x6F20, 0x6F52, 0x6F08, 0x6F09, 0x4F20, 0x4F52];
+    numbered(level, fid) && !SESSION_KEYS.contains(&fid)
+}
+
+impl Channel {
+    fn at_mf(&mut self) {
+        self.dfs.clear();
+        self.proprietary = false;
+        self.ef = None;
+    }
+
+    /// One FID of a SELECT, relative to where the channel stands.
+    fn select_fid(&mut self, fid: u16) {
+        let [hi, _] = fid.to_be_bytes();
+        match fid {
+            0x3F00 => {
+                self.at_mf();
+                self.app = App::None;
+            }
+            0x7FFF => {
+                self.at_mf();
+                // The current ADF; with none selected the card answers an error.
+                if self.app != App::Standard {
+                    self.proprietary = true;
+                }
+            }
+            _ if hi == 0x7F => {
+                self.dfs.clear();
+                self.dfs.push(fid);
+                self.proprietary = !STANDARD_DFS.contains(&fid);
+                self.ef = None;
+            }
+            _ if hi == 0x5F => {
+                // A 5Fxx sits below a first-level DF or an ADF; a sibling replaces the last one.
+                let keep = usize::from(self.app != App::Standard);
+                self.dfs.truncate(keep);
+                self.dfs.push(fid);
+                self.ef = None;
+            }
+            // An EF, or a vendor's DF numbered like an EF (sysmoISIM's A515). Its children are
+            // then judged at the level above theirs, where their `6Fxx` numbers are outside the
+            // scheme: secret, as they should be.
+            _ => self.ef = Some(fid),
+        }
+    }
+
+    /// The EF level of the current DF: 0 for the MF, 1 in a first-level DF or an ADF.
+    fn level(&self) -> usize {
+        self.dfs.len() + usize::from(self.app == App::Standard)
+    }
+
+    /// Whether the current EF's contents are secret (see the module's rule).
+    fn ef_secret(&self) -> bool {
+        match self.app {
+            App::Unknown | App::Token => return true,
+            App::None | App::Standard => {}
+        }
+        if self.proprietary {
+            return true;
+        }
+        match self.ef {
+            Some(fid) => !public_ef(self.level(), fid),
+            None => true,
+        }
+    }
+}
+
+/// First-level DFs of the standards (TS 51.011, TS 31.102 annex); any other `7Fxx` is a
+/// vendor's, and everything below it is treated as key material.
+const STANDARD_DFS: [u16; 6] = [0x7F10, 0x7F20, 0x7F21, 0x7F22, 0x7F23, 0x7F24];
+
+/// Follows selections so that what a command touches is known.
+#[derive(Clone, Debug)]
+pub struct Redactor {
+    /// Logical channels 0–19 (ISO 7816-4: 0–3 in the first interindustry CLA, 4–19 in the
+    /// further one).
+    channels: Vec<Channel>,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        Redactor {
+            channels: vec![Channel::default(); 20],
+        }
+    }
+}
+
+/// The logical channel a CLA byte names (ISO 7816-4 5.4.1); the GSM class has only the basic
+/// channel.
+fn channel_of(cla: u8) -> usize {
+    if cla == 0xA0 {
+        0
+    } else if cla & 0x40 != 0 {
+        4 + usize::from(cla & 0x0F)
+    } else {
+        usize::from(cla & 0x03)
+    }
+}
+
+/// The token applet's instructions: only VERIFY PIN and CHANGE PIN carry secrets (PINs), and
+/// BOOTSTRAP BEGIN's answer carries the card's authentication answer; the key, Kc and K never
+/// cross the interface at all.
 fn decode_token(ins: u8) -> Option<Decoded> {
     use simlab_applet::token::ins;
-    let (name, secret) = match ins {
-        ins::VERIFY_PIN => ("TOKEN VERIFY PIN", true),
-        ins::CHANGE_PIN => ("TOKEN CHANGE PIN", true),
-        ins::SIGN => ("TOKEN SIGN", false),
-        ins::GENERATE_KEY => ("TOKEN GENERATE KEY", false),
-        ins::GET_PUBLIC_KEY => ("TOKEN GET PUBLIC KEY", false),
-        ins::BOOTSTRAP_BEGIN => ("TOKEN BOOTSTRAP BEGIN", false),
-        ins::BOOTSTRAP_FINISH => ("TOKEN BOOTSTRAP FINISH", false),
-        ins::GET_CERTIFICATE => ("TOKEN GET CERTIFICATE", false),
-        ins::GET_INFO => ("TOKEN GET INFO", false),
+    let (name, secret, secret_response) = match ins {
+        ins::VERIFY_PIN => ("TOKEN VERIFY PIN", true, false),
+        ins::CHANGE_PIN => ("TOKEN CHANGE PIN", true, false),
+        ins::SIGN => ("TOKEN SIGN", false, false),
+        ins::GENERATE_KEY => ("TOKEN GENERATE KEY", false, false),
+        ins::GET_PUBLIC_KEY => ("TOKEN GET PUBLIC KEY", false, false),
+        ins::BOOTSTRAP_BEGIN => ("TOKEN BOOTSTRAP BEGIN", false, true),
+        ins::BOOTSTRAP_FINISH => ("TOKEN BOOTSTRAP FINISH", false, false),
+        ins::GET_CERTIFICATE => ("TOKEN GET CERTIFICATE", false, false),
+        ins::GET_INFO => ("TOKEN GET INFO", false, false),
         _ => return None,
     };
-    Some(Decoded { name, secret })
+    Some(Decoded::new(name, secret, secret_response))
 }
 
+const USIM_RID_APP: [u8; 6] = [0xA0, 0x00, 0x00, 0x00, 0x87, 0x10];
+
 impl Redactor {
-    /// Names a command APDU and says whether its data is secret; tracks SELECT by FID.
+    /// Names a command APDU and says whether its data, and its answer's data, are secret;
+    /// follows SELECT and MANAGE CHANNEL.
     pub fn decode(&mut self, capdu: &[u8]) -> Decoded {
         let (Some(&cla), Some(&ins)) = (capdu.first(), capdu.get(1)) else {
-            return Decoded {
-                name: "(short APDU)",
-                secret: false,
-            };
+            return Decoded::new("(short APDU)", false, false);
         };
         let p1 = capdu.get(2).copied().unwrap_or(0);
+        let p2 = capdu.get(3).copied().unwrap_or(0);
+        let lc = capdu.get(4).copied().unwrap_or(0) as usize;
         let data = capdu.get(5..).unwrap_or_default();
-        if ins == 0xA4
-            && p1 == 0x00
-            && let [hi, lo, ..] = data
-        {
-            self.parent = self.selected;
-            self.selected = u16::from_be_bytes([*hi, *lo]);
+        let data = data.get(..lc).unwrap_or(data);
+        let ch = channel_of(cla);
+        let pending = std::mem::take(&mut self.channels[ch].pending_secret);
+        if ins == 0xC0 {
+            return Decoded::new("GET RESPONSE", false, pending);
+        }
+        if ins == 0x70 && cla != 0xA0 {
+            // MANAGE CHANNEL: a channel opened or closed starts (again) at the MF.
+            let target = if p1 == 0x80 { usize::from(p2) } else { 0 };
+            if let Some(c) = self.channels.get_mut(target).filter(|_| target != 0) {
+                *c = Channel::default();
+            }
+            return Decoded::new("MANAGE CHANNEL", false, false);
         }
         if ins == 0xA4 {
-            // The card routes to the token after a UICC SELECT by (a prefix of) its AID.
-            let lc = capdu.get(4).copied().unwrap_or(0) as usize;
-            let aid = data.get(..lc).unwrap_or_default();
-            self.token = cla != 0xA0
-                && p1 == 0x04
-                && !aid.is_empty()
-                && simlab_applet::token::AID.starts_with(aid);
+            self.select(ch, cla, p1, data);
+            return Decoded::new("SELECT", false, false);
         }
-        if self.token
+        let channel = &mut self.channels[ch];
+        if channel.app == App::Token
             && cla != 0xA0
             && let Some(decoded) = decode_token(ins)
         {
+            channel.pending_secret = decoded.secret_response;
             return decoded;
         }
-        let key_file = KEY_FILES.contains(&self.selected)
-            || (self.selected == 0x6F20 && self.parent == 0xA515);
-        let (name, secret) = match (cla, ins) {
-            (_, 0xA4) => ("SELECT", false),
-            (_, 0xC0) => ("GET RESPONSE", false),
-            (_, 0xB0) => ("READ BINARY", false),
-            (_, 0xD6) => ("UPDATE BINARY", key_file),
-            (_, 0xB2) => ("READ RECORD", false),
-            (_, 0xDC) => ("UPDATE RECORD", key_file),
-            (_, 0xF2) => ("STATUS", false),
-            (_, 0x20) => ("VERIFY", true),
-            (_, 0x24) => ("CHANGE PIN", true),
-            (_, 0x26) => ("DISABLE PIN", true),
-            (_, 0x28) => ("ENABLE PIN", true),
-            (_, 0x2C) => ("UNBLOCK PIN", true),
-            (0xA0, 0x88) => ("RUN GSM ALGORITHM", false),
-            (_, 0x88) => ("AUTHENTICATE", false),
-            (_, 0x10) => ("TERMINAL PROFILE", false),
-            (_, 0xFA) => ("SLEEP", false),
-            (0x80, 0xD4) => ("WRITE KEY (vendor)", true),
-            (_, _) => ("(unknown)", true),
+        // Commands that name their EF by SFI (READ/UPDATE BINARY P1 b8, RECORD P2 b8–b4) touch
+        // a file the trace cannot name: only the standard applications' SFIs are known public,
+        // except EF_Keys (08) and EF_KeysPS (09) of ADF.USIM.
+        let sfi = match ins {
+            0xB0 | 0xD6 | 0xB1 | 0xD7 if p1 & 0x80 != 0 => Some(p1 & 0x1F),
+            0xB2 | 0xDC | 0xA2 | 0x32 if p2 >> 3 != 0 => Some(p2 >> 3),
+            _ => None,
         };
-        Decoded { name, secret }
+        let file_secret = match sfi {
+            Some(sfi) => {
+                channel.app != App::Standard || channel.proprietary || matches!(sfi, 0x08 | 0x09)
+            }
+            None => channel.ef_secret(),
+        };
+        let (name, secret, secret_response) = match (cla, ins) {
+            (_, 0xB0) => ("READ BINARY", false, file_secret),
+            (_, 0xD6) => ("UPDATE BINARY", file_secret, false),
+            (_, 0xB2) => ("READ RECORD", false, file_secret),
+            (_, 0xDC) => ("UPDATE RECORD", file_secret, false),
+            (_, 0xA2) => ("SEARCH RECORD", file_secret, file_secret),
+            (_, 0x32) => ("INCREASE", file_secret, file_secret),
+            (_, 0xF2) if cla & 0x80 != 0 && p1 & 0x20 == 0 && p1 != 0 => {
+                ("GET STATUS (GlobalPlatform)", false, false)
+            }
+            (_, 0xF2) => ("STATUS", false, false),
+            (_, 0x20) => ("VERIFY", true, false),
+            (_, 0x24) => ("CHANGE PIN", true, false),
+            (_, 0x26) => ("DISABLE PIN", true, false),
+            (_, 0x28) => ("ENABLE PIN", true, false),
+            (_, 0x2C) => ("UNBLOCK PIN", true, false),
+            (0xA0, 0x88) => ("RUN GSM ALGORITHM", false, true),
+            (_, 0x88) => ("AUTHENTICATE", false, true),
+            (_, 0x89) => ("AUTHENTICATE (odd)", false, true),
+            (_, 0x10) => ("TERMINAL PROFILE", false, false),
+            (_, 0xAA) => ("TERMINAL CAPABILITY", false, false),
+            (_, 0x12) => ("FETCH", false, false),
+            (_, 0x14) => ("TERMINAL RESPONSE", false, false),
+            (_, 0xC2) => ("ENVELOPE", false, false),
+            (_, 0x04) => ("DEACTIVATE FILE", false, false),
+            (_, 0x44) => ("ACTIVATE FILE", false, false),
+            (_, 0xE0) => ("CREATE FILE", false, false),
+            (_, 0xE4) => ("DELETE FILE", false, false),
+            (_, 0xCA) if cla & 0x80 != 0 => ("GET DATA", false, false),
+            (_, 0xFA) => ("SLEEP", false, false),
+            (0x80, 0xD4) => ("WRITE KEY (vendor)", true, false),
+            (_, _) => ("(unknown)", true, true),
+        };
+        channel.pending_secret = secret_response;
+        Decoded::new(name, secret, secret_response)
+    }
+
+    /// The command as a transcript may show it (spaced hex, secret data as `**`), and whether
+    /// its answer's data must be hidden: for transcripts that carry APDUs inside another
+    /// protocol, such as a modem's `AT+CSIM` lines.
+    pub fn command_text(&mut self, capdu: &[u8]) -> (String, bool) {
+        let decoded = self.decode(capdu);
+        (render(capdu, decoded.secret), decoded.secret_response)
+    }
+
+    fn select(&mut self, ch: usize, cla: u8, p1: u8, data: &[u8]) {
+        let channel = &mut self.channels[ch];
+        let fids = data
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]));
+        match p1 {
+            0x04 if cla != 0xA0 => {
+                channel.at_mf();
+                channel.app = if data.is_empty() {
+                    App::Unknown
+                } else if simlab_applet::token::AID.starts_with(data) {
+                    App::Token
+                } else if data.len() >= 7
+                    && data[..6] == USIM_RID_APP
+                    && matches!(data[6], 0x02 | 0x04)
+                {
+                    App::Standard
+                } else {
+                    App::Unknown
+                };
+            }
+            0x08 => {
+                channel.at_mf();
+                channel.app = App::None;
+                fids.for_each(|f| channel.select_fid(f));
+            }
+            0x03 => {
+                channel.ef = None;
+                channel.dfs.pop();
+            }
+            _ => fids.for_each(|f| channel.select_fid(f)),
+        }
     }
 }
 
@@ -158,6 +387,7 @@ impl Trace {
             Side::Card => ("<<", ">>"),
         };
         let cmd = render(capdu, decoded.secret);
+        let answer = render_response(rapdu, decoded.secret_response);
         let status = rapdu
             .len()
             .checked_sub(2)
@@ -166,8 +396,7 @@ impl Trace {
         let _ = writeln!(self.out, "{now} {to_card} {cmd}  {}", decoded.name);
         let _ = writeln!(
             self.out,
-            "{now} {from_card} {}  {}",
-            spaced(rapdu),
+            "{now} {from_card} {answer}  {}",
             status.map_or("(no status word)", |s| s.description())
         );
     }
@@ -184,6 +413,16 @@ fn spaced(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The status word in clear, the data before it as `**` per byte when secret.
+pub fn render_response(rapdu: &[u8], secret: bool) -> String {
+    match rapdu.len().checked_sub(2) {
+        Some(n) if secret && n > 0 => {
+            format!("{} {}", vec!["**"; n].join(" "), spaced(&rapdu[n..]))
+        }
+        _ => spaced(rapdu),
+    }
 }
 
 /// The header and length fields in clear, the data as `**` per byte when secret. The data
@@ -325,5 +564,171 @@ mod tests {
     fn dates_are_right() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_778), (2026, 11, 21));
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    //! The leaks issue 11 found, replayed: each exchange as a provisioning tool or a browser
+    //! sends it, and the secret bytes must be absent from the transcript.
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn h(s: &str) -> Vec<u8> {
+        crate::hex::decode("apdu", &s.replace(" ", "")).unwrap()
+    }
+
+    /// Replays `(command, response)` pairs and returns the transcript.
+    fn trace(exchanges: &[(&str, &str)]) -> String {
+        let buf = Buf::default();
+        let mut t = Trace::to_writer(Box::new(buf.clone()), Side::Host);
+        for (c, r) in exchanges {
+            t.exchange(&h(c), &h(r));
+        }
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    const KI: &str = "46 5B 5C E8 B1 99 B4 9F AA 5F 0A 2E E2 38 A6 BC";
+    const OPC: &str = "CD 63 CB 71 95 4A 9F 4E 48 A5 99 4E 37 A0 2B AF";
+
+    fn assert_absent(text: &str, secret: &str) {
+        assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+    }
+
+    #[test]
+    fn sja2_key_file_below_df_system() {
+        let text = trace(&[
+            ("00 A4 00 04 02 3F 00", "61 20"),
+            ("00 A4 00 04 02 A5 15", "61 20"),
+            ("00 A4 00 04 02 6F 20", "61 20"),
+            (&format!("00 D6 00 00 21 04 {KI} {OPC}"), "90 00"),
+            (&format!("00 D6 00 01 10 {KI}"), "90 00"),
+            (&format!("00 D6 00 11 10 {OPC}"), "90 00"),
+            ("00 B0 00 00 21", &format!("04 {KI} {OPC} 90 00")),
+        ]);
+        assert_absent(&text, KI);
+        assert_absent(&text, OPC);
+        assert!(text.contains("<< ** ** "), "{text}");
+    }
+
+    #[test]
+    fn sjs1_key_files_in_df_gsm() {
+        let text = trace(&[
+            ("A0 A4 00 00 02 3F 00", "9F 16"),
+            ("A0 A4 00 00 02 7F 20", "9F 16"),
+            ("A0 A4 00 00 02 00 FF", "9F 0F"),
+            (&format!("A0 D6 00 00 10 {KI}"), "90 00"),
+            ("A0 A4 00 00 02 00 F7", "9F 0F"),
+            (&format!("A0 D6 00 00 11 01 {OPC}"), "90 00"),
+            // A standard file afterwards, once a DF is selected again, is in clear.
+            ("A0 A4 00 00 02 7F 20", "9F 16"),
+            ("A0 A4 00 00 02 6F 07", "9F 0F"),
+            ("A0 D6 00 00 09 08 29 26 20 00 00 00 00 10", "90 00"),
+        ]);
+        assert_absent(&text, KI);
+        assert_absent(&text, OPC);
+        assert!(
+            text.contains("08 29 26 20 00 00 00 00 10  UPDATE BINARY"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn usim_vendor_key_file_and_session_key_files() {
+        let text = trace(&[
+            ("00 A4 04 04 07 A0 00 00 00 87 10 02", "61 30"),
+            ("00 A4 00 04 02 AF 20", "61 20"),
+            (&format!("00 D6 00 00 10 {KI}"), "90 00"),
+            ("00 A4 00 04 02 6F 08", "61 20"),
+            (&format!("00 D6 00 00 11 07 {OPC}"), "90 00"),
+            ("00 A4 00 04 02 6F 07", "61 20"),
+            ("00 B0 00 00 09", "08 29 26 20 00 00 00 00 10 90 00"),
+        ]);
+        assert_absent(&text, KI);
+        assert_absent(&text, OPC);
+        assert!(
+            text.contains("<< 08 29 26 20 00 00 00 00 10 90 00"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn authentication_answers_are_blanked_also_through_get_response() {
+        let res_ck =
+            "DB 08 A5 42 11 D5 E3 BA 50 BF 10 B4 0B A9 A3 C5 8B 2A 05 BB F0 D9 87 B2 1B F8 CB";
+        let text = trace(&[
+            ("00 A4 04 04 07 A0 00 00 00 87 10 02", "61 30"),
+            (
+                "00 88 00 81 22 10 00 11 22 33 44 55 66 77 88 99 AA BB CC DD EE FF 10 11 22 33 44 55 66 77 88 99 AA BB CC DD EE FF 00",
+                "61 35",
+            ),
+            ("00 C0 00 00 35", &format!("{res_ck} 90 00")),
+            // The same with the answer on the command itself (T=1, in-process).
+            (
+                "00 88 00 81 22 10 00 11 22 33 44 55 66 77 88 99 AA BB CC DD EE FF 10 11 22 33 44 55 66 77 88 99 AA BB CC DD EE FF 00",
+                &format!("{res_ck} 90 00"),
+            ),
+            (
+                "A0 88 00 00 10 00 11 22 33 44 55 66 77 88 99 AA BB CC DD EE FF",
+                "9F 0C",
+            ),
+            (
+                "A0 C0 00 00 0C",
+                "C1 D2 E3 F4 0A 0B 0C 0D 0E 0F 1A 1B 90 00",
+            ),
+            // The GET RESPONSE of an ordinary SELECT stays readable.
+            ("A0 A4 00 00 02 3F 00", "9F 16"),
+            ("A0 C0 00 00 16", "00 00 00 00 3F 00 01 90 00"),
+        ]);
+        assert_absent(&text, "A5 42 11 D5");
+        assert_absent(&text, "B4 0B A9 A3");
+        assert_absent(&text, "0A 0B 0C 0D");
+        assert!(text.contains("<< 00 00 00 00 3F 00 01 90 00"), "{text}");
+    }
+
+    #[test]
+    fn logical_channels_are_followed_separately() {
+        let text = trace(&[
+            ("00 70 00 00 01", "01 90 00"),
+            // Channel 1 goes to DF.SYSTEM's key file; channel 0 reads EF_ICCID.
+            ("01 A4 00 04 02 3F 00", "61 20"),
+            ("01 A4 00 04 02 A5 15", "61 20"),
+            ("01 A4 00 04 02 6F 20", "61 20"),
+            ("00 A4 00 04 02 2F E2", "61 20"),
+            ("00 B0 00 00 0A", "98 94 00 00 00 00 00 00 00 F1 90 00"),
+            ("01 B0 00 00 21", &format!("04 {KI} {OPC} 90 00")),
+            ("41 A4 00 04 02 3F 00", "61 20"),
+        ]);
+        assert_absent(&text, KI);
+        assert!(
+            text.contains("98 94 00 00 00 00 00 00 00 F1 90 00"),
+            "{text}"
+        );
+        assert!(text.contains("MANAGE CHANNEL"), "{text}");
+    }
+
+    #[test]
+    fn unknown_applications_and_commands_give_nothing_away() {
+        let text = trace(&[
+            ("00 A4 04 04 05 D2 76 00 01 24", "61 10"),
+            ("00 B0 00 00 04", "DE AD BE EF 90 00"),
+            ("80 E6 00 00 03 01 02 03", "CA FE 90 00"),
+        ]);
+        assert_absent(&text, "DE AD BE EF");
+        assert_absent(&text, "01 02 03");
+        assert_absent(&text, "CA FE");
     }
 }

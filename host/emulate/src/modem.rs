@@ -549,6 +549,11 @@ pub struct VirtualModem {
     opts: Options,
     card: SharedCard,
     trace: Option<AtTrace>,
+    /// Follows the APDUs of `AT+CSIM` so their secrets stay out of the AT transcript.
+    redactor: simlab_card::trace::Redactor,
+    /// For each `AT+CSIM` of the line being answered, in order: whether its answer carries
+    /// secrets (an AUTHENTICATE's CK and IK, a key file's contents).
+    csim_secret_answers: std::collections::VecDeque<bool>,
     // V.250 / 27.007 settings.
     echo: bool,
     cmee: u8,
@@ -626,6 +631,8 @@ impl VirtualModem {
             opts,
             card,
             trace,
+            redactor: Default::default(),
+            csim_secret_answers: Default::default(),
         }
     }
 
@@ -818,8 +825,11 @@ impl VirtualModem {
         };
         self.last = line.clone();
         events(Event::Command(line.clone()));
-        if let Some(t) = &mut self.trace {
-            t.sent(&line);
+        if self.trace.is_some() {
+            let shown = self.traced_command(&line);
+            if let Some(t) = &mut self.trace {
+                t.sent(&shown);
+            }
         }
         let mut outs = Vec::new();
         let mut info: Vec<Vec<String>> = Vec::new();
@@ -918,8 +928,79 @@ impl VirtualModem {
 
     fn trace_out(&mut self, line: &str) {
         if let Some(t) = &mut self.trace {
-            t.received(line);
+            match line.strip_prefix("+CSIM: ") {
+                Some(answer) => {
+                    let hexr = answer.split('"').nth(1).unwrap_or_default();
+                    let bytes = hex::decode("csim", hexr).unwrap_or_default();
+                    // An answer with no recorded command (cannot happen) is hidden.
+                    let secret = self.csim_secret_answers.pop_front().unwrap_or(true);
+                    let shown = simlab_card::trace::render_response(&bytes, secret);
+                    t.received(&format!("+CSIM: {},\"{shown}\"", hexr.len()));
+                }
+                None => t.received(line),
+            }
         }
+    }
+
+    /// A command line as the transcript may show it. Secrets are decided by what a command
+    /// carries, as in APDU traces: PINs, PUKs and passwords of `+CPIN`, `+CPWD`, `+CLCK` are
+    /// starred; an `+CSIM` APDU goes through the APDU redactor (which follows its SELECTs);
+    /// an `+CRSM` write's data is starred unless its file is a standard, public one.
+    fn traced_command(&mut self, line: &str) -> String {
+        // Rebuilt from the parsed commands, so a secret cannot hide in a basic command's tail.
+        self.csim_secret_answers.clear();
+        let mut shown = String::from(&line[..2]);
+        for (i, cmd) in split_commands(&line[2..]).iter().enumerate() {
+            if i > 0 {
+                shown.push(';');
+            }
+            let cmd = cmd.as_str();
+            let upper = cmd.to_ascii_uppercase();
+            let name_end = upper.find(['=', '?']).unwrap_or(upper.len());
+            let name = &upper[..name_end];
+            let args = cmd.get(name_end + 1..).unwrap_or_default();
+            let set = upper[name_end..].starts_with('=') && !upper[name_end..].starts_with("=?");
+            match name {
+                "+CPIN" | "+CPWD" | "+CLCK" if set => {
+                    let kept = if name == "+CLCK" {
+                        args.split(',').take(2).collect::<Vec<_>>().join(",") + ",\"********\""
+                    } else {
+                        "\"********\"".to_string()
+                    };
+                    shown.push_str(&format!("{}={kept}", &cmd[..name_end]));
+                }
+                "+CSIM" if set => {
+                    let f = fields(args);
+                    let apdu = f
+                        .get(1)
+                        .and_then(|d| hex::decode("csim", unquote(d)).ok())
+                        .unwrap_or_default();
+                    let (text, secret_answer) = self.redactor.command_text(&apdu);
+                    self.csim_secret_answers.push_back(secret_answer);
+                    let len = f.first().copied().unwrap_or_default();
+                    shown.push_str(&format!("{}={len},\"{text}\"", &cmd[..name_end]));
+                }
+                "+CRSM" if set => {
+                    let f = fields(args);
+                    let file = f
+                        .get(1)
+                        .and_then(|v| v.trim().parse::<u16>().ok())
+                        .unwrap_or(0);
+                    let [hi, _] = file.to_be_bytes();
+                    let public = matches!(hi, 0x2F | 0x6F | 0x4F)
+                        && ![0x6F20, 0x6F52, 0x6F08, 0x6F09, 0x4F20, 0x4F52].contains(&file);
+                    if f.len() > 5 && !public {
+                        let mut kept: Vec<String> = f.iter().map(|v| v.to_string()).collect();
+                        kept[5] = "\"**\"".into();
+                        shown.push_str(&format!("{}={}", &cmd[..name_end], kept.join(",")));
+                    } else {
+                        shown.push_str(cmd);
+                    }
+                }
+                _ => shown.push_str(cmd),
+            }
+        }
+        shown
     }
 
     fn note(&mut self, what: &str) {
@@ -2222,5 +2303,47 @@ mod tests {
         assert!(out.contains("+CSIM: 4,\"9F"), "{out}");
         let out = talk(&mut m, b"AT+CIMI\r");
         assert!(out.contains("\r\n001010000000099\r\n\r\nOK"), "{out}");
+    }
+
+    /// The AT transcript keeps PINs, ADM, keys and authentication answers out, whichever AT
+    /// command carries them (issue 11's leak through `+CSIM`).
+    #[test]
+    fn at_trace_has_no_secrets() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let mut m = modem(Options::default());
+        m.trace = Some(AtTrace::to_writer(Box::new(buf.clone())));
+        let ki = "465B5CE8B199B49FAA5F0A2EE238A6BC";
+        talk(&mut m, b"ATE0+CPIN=\"4711\"\r");
+        talk(&mut m, b"AT+CLCK=\"SC\",0,\"8642\"\r");
+        talk(&mut m, b"AT+CSIM=26,\"A020000A083837363534333231\"\r");
+        talk(&mut m, b"AT+CSIM=14,\"A0A40000027F20\"\r");
+        talk(&mut m, b"AT+CSIM=14,\"A0A400000200FF\"\r");
+        let write = format!("AT+CSIM=42,\"A0D6000010{ki}\"\r");
+        talk(&mut m, write.as_bytes());
+        let crsm = format!("AT+CRSM=214,255,0,0,16,\"{ki}\",\"3F007F20\"\r");
+        talk(&mut m, crsm.as_bytes());
+        let out = talk(
+            &mut m,
+            b"AT+CSIM=42,\"A08800001000112233445566778899AABBCCDDEEFF\";+CSIM=10,\"A0C000000C\"\r",
+        );
+        let answer = out.split('"').nth(3).unwrap_or_default().to_string();
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(answer.len() > 4, "{out}");
+        let sres_kc = &answer[..answer.len() - 4];
+        for secret in ["4711", "8642", "3837363534333231", ki, sres_kc] {
+            assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+        }
+        assert!(text.contains("A0 A4 00 00 02 7F 20"), "{text}");
     }
 }
