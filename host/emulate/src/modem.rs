@@ -824,13 +824,12 @@ impl VirtualModem {
             }
         };
         self.last = line.clone();
-        events(Event::Command(line.clone()));
-        if self.trace.is_some() {
-            let shown = self.traced_command(&line);
-            if let Some(t) = &mut self.trace {
-                t.sent(&shown);
-            }
+        // The line as logs and transcripts may show it (secrets starred).
+        let shown = self.traced_command(&line);
+        if let Some(t) = &mut self.trace {
+            t.sent(&shown);
         }
+        events(Event::Command(shown));
         let mut outs = Vec::new();
         let mut info: Vec<Vec<String>> = Vec::new();
         let body = &line[2..];
@@ -950,6 +949,7 @@ impl VirtualModem {
         // Rebuilt from the parsed commands, so a secret cannot hide in a basic command's tail.
         self.csim_secret_answers.clear();
         let mut shown = String::from(&line[..2]);
+        let mut changed = false;
         for (i, cmd) in split_commands(&line[2..]).iter().enumerate() {
             if i > 0 {
                 shown.push(';');
@@ -968,6 +968,7 @@ impl VirtualModem {
                         "\"********\"".to_string()
                     };
                     shown.push_str(&format!("{}={kept}", &cmd[..name_end]));
+                    changed = true;
                 }
                 "+CSIM" if set => {
                     let f = fields(args);
@@ -979,6 +980,7 @@ impl VirtualModem {
                     self.csim_secret_answers.push_back(secret_answer);
                     let len = f.first().copied().unwrap_or_default();
                     shown.push_str(&format!("{}={len},\"{text}\"", &cmd[..name_end]));
+                    changed = true;
                 }
                 "+CRSM" if set => {
                     let f = fields(args);
@@ -993,6 +995,7 @@ impl VirtualModem {
                         let mut kept: Vec<String> = f.iter().map(|v| v.to_string()).collect();
                         kept[5] = "\"**\"".into();
                         shown.push_str(&format!("{}={}", &cmd[..name_end], kept.join(",")));
+                        changed = true;
                     } else {
                         shown.push_str(cmd);
                     }
@@ -1000,7 +1003,7 @@ impl VirtualModem {
                 _ => shown.push_str(cmd),
             }
         }
-        shown
+        if changed { shown } else { line.to_string() }
     }
 
     fn note(&mut self, what: &str) {

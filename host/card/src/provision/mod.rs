@@ -247,8 +247,11 @@ pub fn plan(sim: &mut sim::Sim, driver: Driver, target: &Target) -> Result<Plan>
         false,
     );
     // Every other file comes from the same encoder the card model is personalised with, so the
-    // emulated and the provisioned card hold identical bytes.
-    let contents = p.file_contents();
+    // emulated and the provisioned card hold identical bytes; sized for the card in the reader
+    // (a GR1's EF_AD has three bytes, whatever card type the profile was written for).
+    let mut for_this_card = p.clone();
+    for_this_card.card_type = plan.driver.card_type;
+    let contents = for_this_card.file_contents();
     let content = |file: u8| {
         contents
             .iter()
