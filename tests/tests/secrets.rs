@@ -34,7 +34,7 @@ fn spellings(bytes: &[u8]) -> Vec<String> {
 }
 
 fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
-    (hex.len() % 2 == 0 && hex.bytes().all(|c| c.is_ascii_hexdigit())).then(|| {
+    (hex.len().is_multiple_of(2) && hex.bytes().all(|c| c.is_ascii_hexdigit())).then(|| {
         (0..hex.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
