@@ -23,17 +23,21 @@ pub enum CardType {
     /// sysmoISIM-SJA2: ADM1 (0A); ICCID not writable; algorithm ‖ Ki ‖ OPc in A515/6F20,
     /// ADF.USIM/AF20 and ADF.ISIM/AF20, written whole or as Ki at offset 1 and OPc at 17.
     SysmoIsimSja2,
+    /// sysmoISIM-SJA5: the SJA2's successor with the Release 15+ USIM files (DF_5GS, SUCI,
+    /// DF_MCS) and an ISIM; the same key files, ADM1 and fixed ICCID.
+    SysmoIsimSja5,
 }
 
 /// How many card types the file-system tables describe (their masks have one bit each).
 pub const TYPE_COUNT: usize = 5;
 
 impl CardType {
-    pub const ALL: [CardType; 4] = [
+    pub const ALL: [CardType; 5] = [
         CardType::Simlab,
         CardType::SysmoSimGr1,
         CardType::SysmoUsimSjs1,
         CardType::SysmoIsimSja2,
+        CardType::SysmoIsimSja5,
     ];
 
     /// The position of this type in the file-system tables.
@@ -43,6 +47,7 @@ impl CardType {
             CardType::SysmoSimGr1 => 1,
             CardType::SysmoUsimSjs1 => 2,
             CardType::SysmoIsimSja2 => 3,
+            CardType::SysmoIsimSja5 => 4,
         }
     }
 
@@ -58,6 +63,7 @@ impl CardType {
             CardType::SysmoSimGr1 => "sysmoSIM-GR1",
             CardType::SysmoUsimSjs1 => "sysmoUSIM-SJS1",
             CardType::SysmoIsimSja2 => "sysmoISIM-SJA2",
+            CardType::SysmoIsimSja5 => "sysmoISIM-SJA5",
         }
     }
 
@@ -82,6 +88,10 @@ impl CardType {
                 0x3B, 0x9F, 0x96, 0x80, 0x1F, 0x87, 0x80, 0x31, 0xE0, 0x73, 0xFE, 0x21, 0x1B, 0x67,
                 0x4A, 0x4C, 0x75, 0x30, 0x34, 0x05, 0x4B, 0xA9,
             ],
+            CardType::SysmoIsimSja5 => &[
+                0x3B, 0x9F, 0x96, 0x80, 0x1F, 0x87, 0x80, 0x31, 0xE0, 0x73, 0xFE, 0x21, 0x1B, 0x67,
+                0x4A, 0x35, 0x75, 0x30, 0x35, 0x02, 0x51, 0xCC,
+            ],
         }
     }
 
@@ -92,7 +102,10 @@ impl CardType {
 
     /// Whether the card has an ISIM application (TS 31.103).
     pub const fn has_isim(self) -> bool {
-        matches!(self, CardType::Simlab | CardType::SysmoIsimSja2)
+        matches!(
+            self,
+            CardType::Simlab | CardType::SysmoIsimSja2 | CardType::SysmoIsimSja5
+        )
     }
 
     /// The VERIFY reference (P2) of the issuer's ADM code: CHV 5 on the GR1 (a Grcard SIM),
@@ -107,7 +120,7 @@ impl CardType {
     /// Whether the card keeps its factory ICCID whatever ADM says (the SJA2's licence check
     /// depends on it).
     pub const fn iccid_fixed(self) -> bool {
-        matches!(self, CardType::SysmoIsimSja2)
+        matches!(self, CardType::SysmoIsimSja2 | CardType::SysmoIsimSja5)
     }
 
     /// The type stored under `index` in a saved state.

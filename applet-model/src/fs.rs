@@ -146,8 +146,7 @@ impl FileDef {
 use Access::{Adm1, Always, Never, Pin1};
 use Service::{Ist, Sst, Ust};
 
-// Card-type masks (bit = CardType::index). SJA5 (bit 4) is described already; the type itself
-// joins CardType once every match over card types in the host knows it.
+// Card-type masks (bit = CardType::index).
 const S: u8 = 1;
 const G: u8 = 2;
 const J: u8 = 4;
@@ -965,6 +964,16 @@ mod tests {
             }
         }
         assert!(present(CardType::SysmoIsimSja2, idx::ADF_ISIM));
+        let sja5 = CardType::SysmoIsimSja5;
+        for i in [
+            idx::ADF_ISIM,
+            idx::DF_5GS,
+            idx::DF_MCS,
+            find(idx::DF_5GS, 0x4F07),
+        ] {
+            assert!(present(sja5, i), "SJA5: {}", FILES[i as usize].name);
+        }
+        assert_eq!(rec(sja5, idx::EF_SMSP), Some((52, 2)));
         assert!(present(CardType::SysmoIsimSja2, idx::DF_5GS));
         assert!(!present(CardType::SysmoUsimSjs1, idx::ADF_ISIM));
     }

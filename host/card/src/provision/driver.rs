@@ -28,11 +28,12 @@ pub enum KeyLoad {
 }
 
 /// The ATRs public tools recognise the cards by, and the types they mean.
-const ATRS: [(&[u8], CardType); 4] = [
+const ATRS: [(&[u8], CardType); 5] = [
     (CardType::Simlab.atr(), CardType::Simlab),
     (CardType::SysmoSimGr1.atr(), CardType::SysmoSimGr1),
     (CardType::SysmoUsimSjs1.atr(), CardType::SysmoUsimSjs1),
     (CardType::SysmoIsimSja2.atr(), CardType::SysmoIsimSja2),
+    (CardType::SysmoIsimSja5.atr(), CardType::SysmoIsimSja5),
 ];
 
 impl Driver {
@@ -80,13 +81,15 @@ impl Driver {
         match self.card_type {
             CardType::SysmoSimGr1 => KeyLoad::Gr1Command,
             CardType::SysmoUsimSjs1 => KeyLoad::Sjs1Files,
-            CardType::SysmoIsimSja2 | CardType::Simlab => KeyLoad::Sja2Files,
+            CardType::SysmoIsimSja2 | CardType::SysmoIsimSja5 | CardType::Simlab => {
+                KeyLoad::Sja2Files
+            }
         }
     }
 
     /// Whether EF_ICCID can be written (the SJA2's is fixed at the factory).
     pub fn iccid_writable(&self) -> bool {
-        self.card_type != CardType::SysmoIsimSja2
+        !self.card_type.iccid_fixed()
     }
 
     /// Whether PIN1/PUK1 can be set by the issuer (simlab's A515/6F01); other types keep
@@ -101,7 +104,7 @@ impl Driver {
             KeyLoad::Gr1Command => matches!(alg, Algorithm::Comp128v1),
             KeyLoad::Sjs1Files => alg == Algorithm::Milenage,
             KeyLoad::Sja2Files => match self.card_type {
-                CardType::SysmoIsimSja2 => matches!(
+                CardType::SysmoIsimSja2 | CardType::SysmoIsimSja5 => matches!(
                     alg,
                     Algorithm::Comp128v1
                         | Algorithm::Comp128v2
