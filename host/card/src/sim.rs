@@ -191,9 +191,18 @@ pub struct Sim {
     link: Link,
     dialect: Dialect,
     usim_selected: bool,
+    /// The key reference ADM1 has on this card: `0A` (TS 102 221) unless the card's type says
+    /// otherwise (a sysmoSIM-GR1 keeps its ADM as CHV 5).
+    adm_reference: u8,
 }
 
 impl Sim {
+    /// Presents ADM1 under `reference` from now on: for card types whose ADM is not key
+    /// reference `0A` (the provisioning drivers know which).
+    pub fn set_adm_reference(&mut self, reference: u8) {
+        self.adm_reference = reference;
+    }
+
     /// Opens a session and finds out which dialect the card speaks: a UICC answers a CLA 00
     /// SELECT of the MF; a classic SIM rejects the class.
     pub fn open(mut link: Link) -> Result<Self> {
@@ -210,6 +219,7 @@ impl Sim {
             link,
             dialect,
             usim_selected: false,
+            adm_reference: 0x0A,
         })
     }
 
@@ -356,7 +366,10 @@ impl Sim {
     /// VERIFY a code. The value is padded to 8 bytes with FF; `None` only queries the counter
     /// (TS 102 221; a TS 51.011 card cannot be queried this way).
     pub fn verify(&mut self, code: Code, value: Option<&[u8; PIN_LEN]>) -> Result<VerifyOutcome> {
-        let reference = code.reference(self.dialect);
+        let reference = match code {
+            Code::Adm1 => self.adm_reference,
+            _ => code.reference(self.dialect),
+        };
         let mut cmd = Command::new(self.cla(), 0x20, 0x00, reference);
         if let Some(v) = value {
             cmd = cmd.with_data(v);
@@ -397,7 +410,8 @@ impl Sim {
                 t.puk1 = query(self, 0x2C, 0x01)?;
                 t.pin2 = query(self, 0x20, 0x81)?;
                 t.puk2 = query(self, 0x2C, 0x81)?;
-                t.adm1 = query(self, 0x20, 0x0A)?;
+                let adm = self.adm_reference;
+                t.adm1 = query(self, 0x20, adm)?;
                 let fcp = self.select_fid(0x3F00)?;
                 t.pin1_enabled = pin1_enabled_from_fcp(&fcp);
                 Ok(t)

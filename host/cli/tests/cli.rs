@@ -848,3 +848,50 @@ fn tls_options_are_checked_before_anything_starts() {
     assert!(!out.contains(&body[..16]) && !err.contains(&body[..16]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A sysmoSIM-GR1 keeps its ADM as CHV 5: `card update --adm` presents it there (the key
+/// blanked in the trace), and, since a TS 51.011 card cannot report its tries, only with
+/// --force-adm.
+#[test]
+fn gr1_adm_is_chv5_and_needs_force() {
+    let gr1 = "fixtures/cards/blank-gr1.toml";
+    let o = simlab(&[
+        "--emulate",
+        gr1,
+        "card",
+        "update",
+        "SPN",
+        "--data",
+        "00",
+        "--adm",
+        "4444444444444444",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("--force-adm"), "{:?}", text(&o));
+
+    let dir = std::env::temp_dir().join(format!("simlab-gr1-adm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("gr1.trace");
+    let o = simlab(&[
+        "--emulate",
+        gr1,
+        "--trace",
+        trace.to_str().unwrap(),
+        "card",
+        "update",
+        "SPN",
+        "--data",
+        "0073696d6c6162ffffffffffffffffffff",
+        "--adm",
+        "4444444444444444",
+        "--force-adm",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let t = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        t.contains(">> A0 20 00 05 08 ** ** ** ** ** ** ** **  VERIFY"),
+        "{t}"
+    );
+    assert!(!t.contains("A0 20 00 0A"), "{t}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -78,9 +78,14 @@ Example:
         /// For a transparent file: the byte offset.
         #[arg(long, value_name = "N", default_value_t = 0)]
         offset: usize,
-        /// Verify ADM1 first: 4-8 digits, or 16 hex digits for a raw key.
+        /// Verify ADM1 first: 4-8 digits, or 16 hex digits for a raw key. Presented under the
+        /// card type's own reference (CHV 5 on a sysmoSIM-GR1, 0A elsewhere).
         #[arg(long, value_name = "KEY")]
         adm: Option<String>,
+        /// Present ADM1 even when the card cannot report its remaining tries (a TS 51.011 card
+        /// such as the sysmoSIM-GR1 cannot): a wrong key then spends a try unseen.
+        #[arg(long, requires = "adm")]
+        force_adm: bool,
         /// Verify PIN1 first.
         #[arg(long, value_name = "PIN")]
         pin: Option<String>,
@@ -307,7 +312,28 @@ const ADM_SAFE_TRIES: u8 = 2;
 
 /// Verifies ADM1 without ever risking the last attempts: the counter is read first (an empty
 /// VERIFY spends nothing), and a card that cannot tell, or is low, is refused.
-fn unlock_adm(sim: &mut Sim, key: &[u8; 8]) -> Result<()> {
+fn unlock_adm(sim: &mut Sim, key: &[u8; 8], force: bool) -> Result<()> {
+    if !force {
+        check_adm_tries(sim)?;
+    }
+    match sim.verify(Code::Adm1, Some(key))? {
+        VerifyOutcome::Verified => Ok(()),
+        other => Err(verify_error(Code::Adm1, other)),
+    }
+}
+
+/// Reads ADM1's remaining tries with an empty VERIFY (which spends nothing) and refuses below
+/// the safe threshold or when the card cannot tell.
+fn check_adm_tries(sim: &mut Sim) -> Result<()> {
+    let cannot_tell = || Error::Mismatch {
+        what: "the card does not report its ADM1 tries: refusing to guess (--force-adm presents \
+               the key anyway, at the risk of a try)"
+            .into(),
+    };
+    if sim.dialect() == sim::Dialect::Gsm {
+        // TS 51.011 has no empty VERIFY: asking would be refused, or worse, counted.
+        return Err(cannot_tell());
+    }
     match sim.verify(Code::Adm1, None)? {
         VerifyOutcome::Verified => return Ok(()),
         VerifyOutcome::Wrong {
@@ -325,16 +351,9 @@ fn unlock_adm(sim: &mut Sim, key: &[u8; 8]) -> Result<()> {
                 what: "ADM1 is blocked".into(),
             });
         }
-        _ => {
-            return Err(Error::Mismatch {
-                what: "the card does not report its ADM1 tries: refusing to guess".into(),
-            });
-        }
+        _ => return Err(cannot_tell()),
     }
-    match sim.verify(Code::Adm1, Some(key))? {
-        VerifyOutcome::Verified => Ok(()),
-        other => Err(verify_error(Code::Adm1, other)),
-    }
+    Ok(())
 }
 
 fn update(
@@ -495,6 +514,7 @@ pub fn run(out: &Output, global: &Global, cmd: &CardCommand) -> Result<i32> {
             record,
             offset,
             adm,
+            force_adm,
             pin,
         } => {
             let name = file.as_str();
@@ -511,7 +531,11 @@ pub fn run(out: &Output, global: &Global, cmd: &CardCommand) -> Result<i32> {
             let adm = adm.as_deref().map(adm_arg).transpose()?;
             unlock(&mut sim, pin.as_deref())?;
             if let Some(key) = adm {
-                unlock_adm(&mut sim, &key)?;
+                let atr = sim.atr();
+                if let Some(driver) = simlab_card::provision::driver::Driver::detect(&atr) {
+                    sim.set_adm_reference(driver.adm_reference());
+                }
+                unlock_adm(&mut sim, &key, *force_adm)?;
             }
             update(out, &mut sim, file, &data, *record, *offset)
         }
