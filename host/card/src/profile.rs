@@ -21,6 +21,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "iccid",
         "18-20 digits; an 18-digit ICCID gets its Luhn check digit appended",
     ),
+    (
+        "iccid_luhn",
+        "false accepts a 19-20 digit ICCID whose last digit is not its Luhn digit (default true)",
+    ),
     ("imsi", "6-15 digits"),
     (
         "msisdn",
@@ -80,6 +84,9 @@ pub struct Profile {
     pub path: PathBuf,
     pub name: Option<String>,
     pub iccid: String,
+    /// Whether the ICCID's last digit is checked as its Luhn digit (`iccid_luhn`, default
+    /// true).
+    pub iccid_luhn: bool,
     pub imsi: String,
     pub msisdn: Option<String>,
     pub ki: [u8; 16],
@@ -265,7 +272,12 @@ impl Profile {
 
         let iccid = r.required("iccid")?;
         r.digits("iccid", &iccid, 18..=20)?;
-        let iccid = match encoding::encode_iccid(&iccid) {
+        let iccid_luhn = match r.table.get("iccid_luhn") {
+            None => true,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(_) => return Err(r.err("iccid_luhn", "must be true or false")),
+        };
+        let iccid = match encoding::encode_iccid_checked(&iccid, iccid_luhn) {
             Ok(bytes) => encoding::decode_iccid(&bytes)
                 .map_err(|e| r.err("iccid", e.to_string()))?
                 .as_str()
@@ -369,6 +381,7 @@ impl Profile {
             path: path.to_path_buf(),
             name: r.string("name")?,
             iccid,
+            iccid_luhn,
             imsi,
             msisdn,
             ki,
@@ -428,11 +441,16 @@ impl Profile {
         card
     }
 
+    /// EF_ICCID's content, checked as the profile asks (`iccid_luhn`).
+    pub fn encoded_iccid(&self) -> Result<[u8; 10], encoding::EncodingError> {
+        encoding::encode_iccid_checked(&self.iccid, self.iccid_luhn)
+    }
+
     /// The EF contents this profile defines: (file index, byte offset, bytes).
     pub fn file_contents(&self) -> Vec<(u8, usize, Vec<u8>)> {
         let mut files = Vec::new();
         // Both unwraps below are on values `parse` already validated.
-        if let Ok(iccid) = encoding::encode_iccid(&self.iccid) {
+        if let Ok(iccid) = self.encoded_iccid() {
             files.push((idx::EF_ICCID, 0, iccid.to_vec()));
         }
         if let Ok(imsi) = encoding::encode_imsi(&self.imsi) {
@@ -546,6 +564,26 @@ adm1 = "88888888"
             .to_string();
         assert!(
             err.contains("key `iccid`: fails its Luhn check digit"),
+            "{err}"
+        );
+        // Some test cards carry such an ICCID: the profile says so, and it is kept as given,
+        // 19 or 20 digits, on the card.
+        for iccid in ["8988211000000530107", "89882110000005301079"] {
+            let text = format!(
+                "iccid_luhn = false\n{}",
+                BASE.replace("898821100000053010", iccid)
+            );
+            let p = Profile::parse(Path::new("t.toml"), &text).unwrap();
+            assert_eq!(p.iccid, iccid);
+            let card = simlab_applet::encoding::decode_iccid(&p.encoded_iccid().unwrap()).unwrap();
+            assert_eq!(card.as_str(), iccid);
+        }
+        let not_bool = format!("iccid_luhn = \"no\"\n{BASE}");
+        let err = Profile::parse(Path::new("t.toml"), &not_bool)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("key `iccid_luhn`: must be true or false"),
             "{err}"
         );
         let err = Profile::parse(Path::new("t.toml"), "iccid = [")

@@ -230,8 +230,9 @@ pub fn plan(sim: &mut sim::Sim, driver: Driver, target: &Target) -> Result<Plan>
     };
     let mf = |path: &'static [u16]| sim::Location::Mf(path);
     if driver.iccid_writable() {
-        let iccid =
-            encoding::encode_iccid(&p.iccid).map_err(|e| Error::arg("iccid", e.to_string()))?;
+        let iccid = p
+            .encoded_iccid()
+            .map_err(|e| Error::arg("iccid", e.to_string()))?;
         transparent(&mut plan, dialect, "EF_ICCID", mf(&[0x2FE2]), &iccid, false);
     } else {
         plan.skipped
