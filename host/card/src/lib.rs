@@ -9,6 +9,7 @@ pub mod pem;
 pub mod profile;
 pub mod provision;
 pub mod random;
+pub mod script;
 pub mod sim;
 pub mod token;
 pub mod trace;

@@ -895,3 +895,99 @@ fn gr1_adm_is_chv5_and_needs_force() {
     assert!(!t.contains("A0 20 00 0A"), "{t}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `card script` replays a fixture over a transport; placeholders are filled from --profile; a
+/// different answer is exit 1 naming the line; a malformed script is exit 2 before any APDU.
+#[test]
+fn card_script_replays_checks_and_fills_placeholders() {
+    let sja2 = "fixtures/cards/blank-sja2.toml";
+    let o = simlab(&[
+        "--emulate",
+        sja2,
+        "card",
+        "script",
+        "fixtures/apdu/program-sja2.apdu",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(json(&o)["ok"], true);
+
+    let dir = std::env::temp_dir().join(format!("simlab-script-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let original = std::fs::read_to_string(root().join("fixtures/apdu/program-sja2.apdu")).unwrap();
+    // The recorded ADM replaced by its placeholder: the profile supplies it at replay.
+    let with_placeholder = original.replacen(
+        "> 00 20 00 0A 08 38 38 38 38 38 38 38 38",
+        "> 00 20 00 0A 08 ${ADM1}",
+        1,
+    );
+    assert_ne!(with_placeholder, original);
+    let script = dir.join("placeholder.apdu");
+    std::fs::write(&script, &with_placeholder).unwrap();
+    let script = script.to_str().unwrap();
+    let o = simlab(&[
+        "--emulate",
+        sja2,
+        "card",
+        "script",
+        script,
+        "--profile",
+        sja2,
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = simlab(&["--emulate", sja2, "card", "script", script]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("${ADM1}"), "{:?}", text(&o));
+
+    // One expected status word changed: the replay stops there.
+    let wrong = dir.join("wrong.apdu");
+    std::fs::write(&wrong, original.replacen("< 63 C3", "< 63 C2", 1)).unwrap();
+    let o = simlab(&["--emulate", sja2, "card", "script", wrong.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains(":7: the card answered differently"),
+        "{:?}",
+        text(&o)
+    );
+    assert!(text(&o).0.contains("expected 63 C2"), "{:?}", text(&o));
+
+    let bad = dir.join("bad.apdu");
+    std::fs::write(&bad, "@profile x.toml\n> 00 A4 00 0G\n< 90 00\n").unwrap();
+    let o = simlab(&["--emulate", sja2, "card", "script", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("line 2: not hex"), "{:?}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `card apdu`: T=0 done for you by default, nothing done with --raw; a malformed APDU is exit 2
+/// before anything is sent.
+#[test]
+fn card_apdu_with_and_without_t0_help() {
+    let o = simlab(&[
+        "--emulate",
+        COMP128,
+        "card",
+        "apdu",
+        "A0A40000023F00",
+        "--raw",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(json(&o)["exchanges"][0]["sw"], "9f17");
+    let o = simlab(&[
+        "--emulate",
+        COMP128,
+        "card",
+        "apdu",
+        "A0A40000023F00",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v = json(&o);
+    assert_eq!(v["exchanges"][0]["sw"], "9000");
+    assert_eq!(v["exchanges"][0]["data"].as_str().unwrap().len(), 2 * 0x17);
+    for bad in ["A0A4", "A0A40000023F", "zz"] {
+        let o = simlab(&["--emulate", COMP128, "card", "apdu", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {:?}", text(&o));
+    }
+}

@@ -127,6 +127,21 @@ impl Link {
         self.transport.as_mut()
     }
 
+    /// Sends bytes as they are and returns the answer as it came, traced: for raw APDUs and
+    /// replayed scripts, where the caller does T=0 itself.
+    pub fn transmit_bytes(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let raw = self.transport.transmit_raw(capdu)?;
+        if let Some(trace) = &mut self.trace {
+            trace.exchange(capdu, &raw);
+        }
+        if raw.len() < 2 {
+            return Err(TransportError::BadResponse {
+                reason: format!("{} byte(s), shorter than a status word", raw.len()),
+            });
+        }
+        Ok(raw)
+    }
+
     /// Sends a command and returns its complete answer: response data fetched with GET RESPONSE
     /// after 61xx/9Fxx is appended, and a 6Cxx is answered by resending with Le = xx.
     pub fn transmit(&mut self, cmd: &Command) -> Result<Reply, TransportError> {

@@ -90,6 +90,41 @@ Example:
         #[arg(long, value_name = "PIN")]
         pin: Option<String>,
     },
+    /// Send raw command APDUs and print the answers.
+    #[command(after_help = "\
+Each APDU is hex (spaces allowed inside one argument). By default the host does T=0 for you:
+61xx/9Fxx are followed by GET RESPONSE and 6Cxx resent with the right Le, and the complete answer
+is printed. --raw sends each APDU exactly as given and prints exactly what came back.
+
+Examples:
+  simlab --reader 0 card apdu 00A4040007A0000000871002 00B0000009
+  simlab --emulate fixtures/cards/sim-comp128v1.toml card apdu --raw 'A0 A4 00 00 02 3F 00' A0C0000016")]
+    Apdu {
+        /// Command APDUs in hex.
+        #[arg(required = true, value_name = "HEX")]
+        apdus: Vec<String>,
+        /// No T=0 help: each APDU as is, each answer as it came.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Replay an APDU script (fixtures/apdu/*.apdu format) and check every answer.
+    #[command(after_help = "\
+The script is sent as written (it carries its own GET RESPONSEs); the first answer that differs
+stops the replay with exit 1 and names the line. Secrets in the script are named placeholders
+filled from --profile: ${ADM1}, ${PIN1}, ${PUK1}, ${PIN2}, ${PUK2}, ${KI}, ${OPC}. A malformed
+script is refused with its line number (exit 2) before anything reaches the card. See
+fixtures/apdu/README.md.
+
+Example:
+  simlab --emulate fixtures/cards/blank-sjs1.toml card script fixtures/apdu/program-sjs1.apdu")]
+    Script {
+        /// The script file.
+        #[arg(value_name = "FILE.apdu")]
+        file: std::path::PathBuf,
+        /// The card profile whose secrets fill the script's placeholders.
+        #[arg(long, value_name = "PROFILE.toml")]
+        profile: Option<std::path::PathBuf>,
+    },
     /// Provision programmable SIMs: one card from a profile, or a batch from a CSV over several
     /// readers in parallel.
     #[command(after_help = "\
@@ -466,6 +501,13 @@ pub fn run(out: &Output, global: &Global, cmd: &CardCommand) -> Result<i32> {
             adm,
         );
     }
+    match cmd {
+        CardCommand::Apdu { apdus, raw } => return apdu_command(out, global, apdus, *raw),
+        CardCommand::Script { file, profile } => {
+            return script_command(out, global, file, profile.as_deref());
+        }
+        _ => {}
+    }
     // Validate every argument before touching the card.
     let (mut sim, profile) = connect(global, out)?;
     match cmd {
@@ -539,7 +581,9 @@ pub fn run(out: &Output, global: &Global, cmd: &CardCommand) -> Result<i32> {
             }
             update(out, &mut sim, file, &data, *record, *offset)
         }
-        CardCommand::Provision { .. } => unreachable!("handled above"),
+        CardCommand::Provision { .. } | CardCommand::Apdu { .. } | CardCommand::Script { .. } => {
+            unreachable!("handled above")
+        }
         CardCommand::VerifyPin { pin, code } => {
             let value = pin_arg("--pin", pin)?;
             let code = match code {
@@ -931,4 +975,128 @@ fn provision_command(
     );
     out.result(&text, &r.json)?;
     Ok(if r.ok { 0 } else { 1 })
+}
+
+fn spaced(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `card apdu`: every argument checked before the first one is sent.
+fn apdu_command(out: &Output, global: &Global, apdus: &[String], raw: bool) -> Result<i32> {
+    let commands: Vec<Vec<u8>> = apdus
+        .iter()
+        .map(|a| {
+            let compact: String = a.split_whitespace().collect();
+            let bytes = hex::decode("HEX", &compact)?;
+            simlab_applet::Command::parse(&bytes)
+                .map_err(|e| Error::arg("HEX", format!("{a:?} is not a command APDU: {e}")))?;
+            Ok(bytes)
+        })
+        .collect::<Result<_>>()?;
+    let (transport, _) = open_transport(global, out)?;
+    let mut link = open_link(transport, global)?;
+    let mut text = String::new();
+    let mut answers = Vec::new();
+    for bytes in &commands {
+        let answer = if raw {
+            link.transmit_bytes(bytes)?
+        } else {
+            let cmd = simlab_applet::Command::parse(bytes)
+                .map_err(|e| Error::arg("HEX", e.to_string()))?;
+            let reply = link.transmit(&cmd)?;
+            let mut a = reply.data;
+            a.extend_from_slice(&reply.status.to_u16().to_be_bytes());
+            a
+        };
+        let (data, sw) = answer.split_at(answer.len() - 2);
+        let status = simlab_applet::Status::from_u16(u16::from_be_bytes([sw[0], sw[1]]));
+        text.push_str(&format!(
+            ">> {}\n<< {}  {}\n",
+            spaced(bytes),
+            spaced(&answer),
+            status.description()
+        ));
+        answers.push(json!({
+            "command": hex::encode(bytes),
+            "data": hex::encode(data),
+            "sw": hex::encode(sw),
+            "status": status.description(),
+        }));
+    }
+    out.result(&text, &json!({ "exchanges": answers }))?;
+    Ok(0)
+}
+
+/// `card script`: parse, then replay, stopping at the first answer that differs.
+fn script_command(
+    out: &Output,
+    global: &Global,
+    file: &Path,
+    profile: Option<&Path>,
+) -> Result<i32> {
+    use simlab_card::script::{self, ReplayError, Script};
+    let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
+        context: format!("reading {}", file.display()),
+        source,
+    })?;
+    let parsed = Script::parse(&text)
+        .map_err(|e| Error::arg("FILE.apdu", format!("{}: {e}", file.display())))?;
+    let profile = profile.map(Profile::load).transpose()?;
+    if let Some(missing) = parsed.secrets().into_iter().find(|n| {
+        profile
+            .as_ref()
+            .is_none_or(|p| script::profile_secret(p, n).is_none())
+    }) {
+        return Err(Error::arg(
+            "--profile",
+            format!("the script uses ${{{missing}}}: give a profile that has it"),
+        ));
+    }
+    let (transport, _) = open_transport(global, out)?;
+    let mut link = open_link(transport, global)?;
+    let secret = |n: &str| profile.as_ref().and_then(|p| script::profile_secret(p, n));
+    match script::replay(&parsed, &mut link, &secret) {
+        Ok(done) => {
+            out.result(
+                &format!("{}: {done}\n", file.display()),
+                &json!({
+                    "script": file.display().to_string(),
+                    "exchanges": done.exchanges,
+                    "resets": done.resets,
+                    "profile": done.profile,
+                    "ok": true,
+                }),
+            )?;
+            Ok(0)
+        }
+        Err(ReplayError::Mismatch {
+            line,
+            expected,
+            got,
+        }) => {
+            out.result(
+                &format!(
+                    "{}:{line}: the card answered differently\n  expected {expected}\n  got      {got}\n",
+                    file.display()
+                ),
+                &json!({
+                    "script": file.display().to_string(),
+                    "ok": false,
+                    "line": line,
+                    "expected": expected,
+                    "got": got,
+                }),
+            )?;
+            Ok(1)
+        }
+        Err(ReplayError::MissingSecret { line, name }) => Err(Error::arg(
+            "--profile",
+            format!("{}:{line}: ${{{name}}} needs a value", file.display()),
+        )),
+        Err(ReplayError::Transport { source, .. }) => Err(source.into()),
+    }
 }
