@@ -74,7 +74,7 @@ pub struct Script {
 
 fn hex_pairs(text: &str, line: usize, wildcards: bool) -> Result<Vec<Pattern>, ParseError> {
     let compact: String = text.split_whitespace().collect();
-    if compact.len() % 2 != 0 {
+    if !compact.len().is_multiple_of(2) {
         return Err(ParseError {
             line,
             reason: format!("odd number of hex digits in {:?}", text.trim()),
