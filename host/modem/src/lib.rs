@@ -1,6 +1,7 @@
 //! USB modems over their AT port: the AT engine, SMS in PDU mode, identity and a doctor.
 //!
 //! ```text
+//! backend.rs one send/incoming trait for services: AT (real or virtual modem), null
 //! at.rs      the engine: commands, final result codes, URC routing, prompts, timeouts, ESC
 //! line.rs    bytes → lines, split reads, the `> ` prompt, garbage
 //! urc.rs     which line is an unsolicited result code, and what it says
@@ -17,6 +18,7 @@
 //! `transport::modem`.
 
 pub mod at;
+pub mod backend;
 pub mod codes;
 pub mod info;
 pub mod line;
