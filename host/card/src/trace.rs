@@ -484,8 +484,9 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
+    /// A transcript's writer that tests can read back.
     #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
+    pub(super) struct Buf(pub(super) Arc<Mutex<Vec<u8>>>);
 
     impl Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -571,21 +572,8 @@ mod tests {
 mod redaction {
     //! The leaks issue 11 found, replayed: each exchange as a provisioning tool or a browser
     //! sends it, and the secret bytes must be absent from the transcript.
+    use super::tests::Buf;
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     fn h(s: &str) -> Vec<u8> {
         crate::hex::decode("apdu", &s.replace(" ", "")).unwrap()
