@@ -16,6 +16,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod postgres;
+
 /// Whether missing dependencies must fail tests instead of skipping them.
 pub fn required() -> bool {
     std::env::var("SIMLAB_HIL").is_ok_and(|v| v == "require")

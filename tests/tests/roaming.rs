@@ -9,6 +9,7 @@
 //! paths follow.
 
 use serde_json::{Value, json};
+use simlab_hil::postgres::Postgres;
 use simlab_hil::{Process, require, simlab, simlab_bin, text};
 use simlab_services::http::client::{self, Url};
 use simlab_services::http::tls::ClientTls;
@@ -73,6 +74,8 @@ struct Options {
     /// A partner that accepts connections and never answers, asked first for +4791….
     hanging_partner: bool,
     contract_ttl: u64,
+    /// The servers' stores in this PostgreSQL (a database each) instead of SQLite files.
+    postgres: Option<String>,
 }
 
 impl Default for Options {
@@ -81,6 +84,7 @@ impl Default for Options {
             wrong_no_certificate: false,
             hanging_partner: false,
             contract_ttl: 300,
+            postgres: None,
         }
     }
 }
@@ -119,14 +123,17 @@ impl World {
         let ca_pem = ca_dir.join("ca.pem");
         let (dk_port, no_port, se_port) = (free_port(), free_port(), free_port());
         let url = |p: u16| format!("https://127.0.0.1:{p}");
-        let db = |n: &str| dir.join(format!("{n}.sqlite"));
+        let db = |n: &str| match &opts.postgres {
+            Some(server) => format!("{}/mec_{n}", server.trim_end_matches("/postgres")),
+            None => s(&dir.join(format!("{n}.sqlite"))).to_string(),
+        };
         let partner = |on: &str, name: &str, port: u16, cc: &str, prefixes: &[&str], cert: &str| {
             let mut args = vec![
                 "mec".to_string(),
                 "partner".into(),
                 "add".into(),
                 "--db".into(),
-                s(&db(on)).into(),
+                db(on),
                 "--ca".into(),
                 s(&ca_pem).into(),
                 "--name".into(),
@@ -173,7 +180,7 @@ impl World {
                 "cp",
                 "add",
                 "--db",
-                s(&db("dk")),
+                &db("dk"),
                 "--id",
                 cp,
                 "--payment-methods",
@@ -218,7 +225,7 @@ impl World {
             "subscriber",
             "add",
             "--db",
-            s(&db("no")),
+            &db("no"),
             "--msisdn",
             MSISDN,
             "--certificate",
@@ -263,7 +270,7 @@ impl World {
                     "--name",
                     &format!("mec-{n}"),
                     "--db",
-                    s(&db(n)),
+                    &db(n),
                     "--listen",
                     &listen,
                     "--tls",
@@ -280,7 +287,7 @@ impl World {
                 "--name",
                 "mec-dk",
                 "--db",
-                s(&db("dk")),
+                &db("dk"),
                 "--listen",
                 &listen,
                 "--tls",
@@ -1094,5 +1101,89 @@ fn a_partner_that_hangs_costs_its_timeout_and_the_next_one_answers() {
         w.log("dk").contains("counted as a reject"),
         "{}",
         w.log("dk")
+    );
+}
+
+/// Both servers on PostgreSQL (a database each in one server, as operators would run them):
+/// a payment goes through and its contract stands in both stores, read back with psql; a
+/// store from a newer simlab is refused with exit 2 and left alone.
+#[test]
+fn servers_on_postgresql_pay_and_a_newer_schema_is_refused() {
+    let Some(pg) = Postgres::start_on("roaming-pg-server", "5436") else {
+        return;
+    };
+    for n in ["dk", "no", "se"] {
+        pg.psql(&format!("CREATE DATABASE mec_{n}"));
+    }
+    let w = World::start(
+        "pg",
+        Options {
+            postgres: Some(pg.url.clone()),
+            ..Options::default()
+        },
+    );
+    let o = w.shop(
+        &w.cp_card,
+        &[
+            "--request-type",
+            "payment",
+            "--amount",
+            "12900",
+            "--currency",
+            "DKK",
+            "--json",
+        ],
+    );
+    ok(&o);
+    let v = json_of(&o);
+    assert_eq!(v["home"]["visited"]["status"], "paid", "{v}");
+    let id = v["contract_id"].as_str().unwrap();
+    let in_db = |n: &str, sql: &str| {
+        let url = format!("{}/mec_{n}", pg.url.trim_end_matches("/postgres"));
+        let o = Command::new("psql")
+            .args([
+                &url,
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("run psql");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let row = |n: &str, side: &str| {
+        in_db(
+            n,
+            &format!(
+                "SELECT status || ' ' || amount || ' ' || currency FROM contracts \
+                 WHERE side = '{side}' AND encode(id, 'hex') = '{id}'"
+            ),
+        )
+    };
+    assert_eq!(row("dk", "visited"), "paid 12900 DKK");
+    assert_eq!(row("no", "home"), "paid 12900 DKK");
+    assert_eq!(in_db("no", "SELECT count(*) FROM subscribers"), "1");
+    drop(w);
+
+    let db = format!("{}/mec_no", pg.url.trim_end_matches("/postgres"));
+    in_db("no", "UPDATE simlab_mec_schema SET version = version + 1");
+    let before = in_db("no", "SELECT version FROM simlab_mec_schema");
+    let o = simlab(&["mec", "partner", "list", "--db", &db, "--json"]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("newer"), "{:?}", text(&o));
+    assert_eq!(in_db("no", "SELECT version FROM simlab_mec_schema"), before);
+
+    let o = simlab(&["mec", "partner", "list", "--db", "postgres://u@h:port/db"]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("not a PostgreSQL URL"),
+        "{:?}",
+        text(&o)
     );
 }

@@ -47,8 +47,9 @@ Example:
         /// This server's name: the CN of its peer certificate, as partners list it.
         #[arg(long, value_name = "NAME")]
         name: String,
-        /// The server's store (SQLite).
-        #[arg(long, value_name = "FILE")]
+        /// The server's store: an SQLite file, or `postgres://USER@HOST:PORT/DB` for
+        /// PostgreSQL (a Unix socket directory percent-encoded as the host).
+        #[arg(long, value_name = "FILE|URL")]
         db: PathBuf,
         /// HOST:PORT to listen on (port 0 picks a free one; the first line printed says which).
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8701")]
@@ -212,19 +213,39 @@ pub enum FiCommand {
     },
 }
 
+/// `--db`: an SQLite file, or `postgres://…` for PostgreSQL.
 fn open_store(db: &Path) -> Result<Store> {
-    Store::open(db).map_err(store_error)
+    Store::open_db(&db.to_string_lossy()).map_err(store_error)
 }
 
 fn store_error(e: StoreError) -> Error {
     match e {
         StoreError::Open(e) if e.is_bad_input() => Error::arg("--db", e.to_string()),
         StoreError::Exists(what) => Error::arg("--name", format!("{what} exists already")),
+        e @ (StoreError::TooNew { .. } | StoreError::BadUrl(_)) => {
+            Error::arg("--db", e.to_string())
+        }
         other => Error::Io {
             context: "the MeC store".into(),
-            source: std::io::Error::other(other.to_string()),
+            source: std::io::Error::other(with_causes(&other)),
         },
     }
+}
+
+/// The error and its causes on one line: PostgreSQL's "error connecting to server" alone
+/// would not say whether the socket is missing or the password wrong.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(": ");
+            text.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn read_certificate(arg: &str, path: &Path) -> Result<Certificate> {

@@ -1,13 +1,17 @@
-//! A MeC server's store (SQLite, one file per server): the partner table, the home side's
-//! subscribers, the visited side's content providers, and the contracts of both sides with
-//! their state. Every state change is one conditional UPDATE (`… WHERE status = ?`), so a
-//! replayed or concurrent result changes nothing and is told so (409), and nothing is paid
-//! twice.
+//! A MeC server's store — SQLite (a file per server, the default) or PostgreSQL
+//! (`--db postgres://…`) — with the partner table, the home side's subscribers, the visited
+//! side's content providers, and the contracts of both sides with their state. Every state
+//! change is one conditional UPDATE (`… WHERE status = ?`), so a replayed or concurrent result
+//! changes nothing and is told so (409), and nothing is paid twice.
+//!
+//! Both backends run the same SQL: it is written for SQLite (`?N` placeholders, BLOB, INTEGER)
+//! and spelled for PostgreSQL by [`pg_sql`] (`$N`, BYTEA, BIGINT); values and rows cross as
+//! [`V`] and [`Cell`], so every query exists once.
 
 use super::keys::SigningKey;
 use super::{RequestType, join_request_types, parse_request_types};
 use crate::db::{self, DbError, Schema};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use std::fmt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -56,11 +60,11 @@ CREATE TABLE IF NOT EXISTS contracts (
     expires_at     INTEGER NOT NULL,
     status         TEXT NOT NULL,
     result         TEXT,
-    authorization  BLOB,
+    authorization_ref BLOB,
     PRIMARY KEY (id, side)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS contracts_authorization
-    ON contracts (authorization) WHERE authorization IS NOT NULL;
+    ON contracts (authorization_ref) WHERE authorization_ref IS NOT NULL;
 ";
 
 /// Why the store could not answer.
@@ -78,6 +82,18 @@ pub enum StoreError {
     /// A row holds what this build never writes.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// PostgreSQL failed (connection, query).
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// The PostgreSQL database was migrated by a newer simlab.
+    #[error(
+        "the PostgreSQL database has MeC schema version {found}, newer than this simlab knows \
+         ({known}); use the simlab that migrated it"
+    )]
+    TooNew { found: i64, known: i64 },
+    /// A `postgres://` URL that does not parse.
+    #[error("not a PostgreSQL URL: {0}")]
+    BadUrl(String),
 }
 
 /// A row of the partner table (the seed's "roaming capability module").
@@ -161,9 +177,246 @@ pub struct ContractRow {
     pub authorization: Option<[u8; 16]>,
 }
 
+/// A value bound to a query.
+#[derive(Clone, Copy, Debug)]
+pub enum V<'a> {
+    Text(&'a str),
+    Blob(&'a [u8]),
+    Int(i64),
+    OptText(Option<&'a str>),
+    OptBlob(Option<&'a [u8]>),
+}
+
+/// A column of a row read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cell {
+    Null,
+    Text(String),
+    Blob(Vec<u8>),
+    Int(i64),
+}
+
+impl Cell {
+    fn text(self) -> Result<String, StoreError> {
+        match self {
+            Cell::Text(t) => Ok(t),
+            other => Err(StoreError::Corrupt(format!(
+                "expected text, found {other:?}"
+            ))),
+        }
+    }
+
+    fn opt_text(self) -> Result<Option<String>, StoreError> {
+        match self {
+            Cell::Null => Ok(None),
+            other => other.text().map(Some),
+        }
+    }
+
+    fn blob(self) -> Result<Vec<u8>, StoreError> {
+        match self {
+            Cell::Blob(b) => Ok(b),
+            other => Err(StoreError::Corrupt(format!(
+                "expected bytes, found {other:?}"
+            ))),
+        }
+    }
+
+    fn opt_blob(self) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Cell::Null => Ok(None),
+            other => other.blob().map(Some),
+        }
+    }
+
+    fn int(self) -> Result<i64, StoreError> {
+        match self {
+            Cell::Int(i) => Ok(i),
+            other => Err(StoreError::Corrupt(format!(
+                "expected a number, found {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The SQLite spelling turned into PostgreSQL's: `?N` → `$N`, BLOB → BYTEA, INTEGER → BIGINT.
+pub fn pg_sql(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out.replace(" BLOB", " BYTEA")
+        .replace(" INTEGER", " BIGINT")
+}
+
+enum Backend {
+    Sqlite(Connection),
+    Pg(postgres::Client),
+}
+
+impl Backend {
+    fn exec(&mut self, sql: &str, values: &[V<'_>]) -> Result<u64, StoreError> {
+        match self {
+            Backend::Sqlite(c) => Ok(c.execute(
+                sql,
+                rusqlite::params_from_iter(values.iter().map(sqlite_value)),
+            )? as u64),
+            Backend::Pg(c) => {
+                let boxed = pg_values(values);
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    boxed.iter().map(|b| b.as_ref()).collect();
+                Ok(c.execute(pg_sql(sql).as_str(), &refs)?)
+            }
+        }
+    }
+
+    fn query(&mut self, sql: &str, values: &[V<'_>]) -> Result<Vec<Vec<Cell>>, StoreError> {
+        match self {
+            Backend::Sqlite(c) => {
+                let mut stmt = c.prepare(sql)?;
+                let n = stmt.column_count();
+                let rows = stmt.query_map(
+                    rusqlite::params_from_iter(values.iter().map(sqlite_value)),
+                    |r| {
+                        (0..n)
+                            .map(|i| {
+                                Ok(match r.get_ref(i)? {
+                                    rusqlite::types::ValueRef::Null => Cell::Null,
+                                    rusqlite::types::ValueRef::Integer(v) => Cell::Int(v),
+                                    rusqlite::types::ValueRef::Text(t) => {
+                                        Cell::Text(String::from_utf8_lossy(t).into_owned())
+                                    }
+                                    rusqlite::types::ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+                                    rusqlite::types::ValueRef::Real(f) => Cell::Int(f as i64),
+                                })
+                            })
+                            .collect::<rusqlite::Result<Vec<Cell>>>()
+                    },
+                )?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            }
+            Backend::Pg(c) => {
+                let boxed = pg_values(values);
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    boxed.iter().map(|b| b.as_ref()).collect();
+                let rows = c.query(pg_sql(sql).as_str(), &refs)?;
+                rows.iter()
+                    .map(|row| {
+                        (0..row.len())
+                            .map(|i| {
+                                use postgres::types::Type;
+                                let t = row.columns()[i].type_().clone();
+                                Ok(if t == Type::BYTEA {
+                                    row.try_get::<_, Option<Vec<u8>>>(i)?
+                                        .map_or(Cell::Null, Cell::Blob)
+                                } else if t == Type::INT8 {
+                                    row.try_get::<_, Option<i64>>(i)?
+                                        .map_or(Cell::Null, Cell::Int)
+                                } else if t == Type::INT4 {
+                                    row.try_get::<_, Option<i32>>(i)?
+                                        .map_or(Cell::Null, |v| Cell::Int(v.into()))
+                                } else {
+                                    row.try_get::<_, Option<String>>(i)?
+                                        .map_or(Cell::Null, Cell::Text)
+                                })
+                            })
+                            .collect::<Result<Vec<Cell>, StoreError>>()
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Runs `f` in one transaction (committed when it returns `Ok(true)`).
+    fn transaction(
+        &mut self,
+        f: impl FnOnce(&mut Backend) -> Result<bool, StoreError>,
+    ) -> Result<bool, StoreError> {
+        self.exec_batch("BEGIN")?;
+        match f(self) {
+            Ok(true) => {
+                self.exec_batch("COMMIT")?;
+                Ok(true)
+            }
+            other => {
+                let _ = self.exec_batch("ROLLBACK");
+                other
+            }
+        }
+    }
+
+    fn exec_batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        match self {
+            Backend::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Backend::Pg(c) => Ok(c.batch_execute(sql)?),
+        }
+    }
+}
+
+fn sqlite_value(v: &V<'_>) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match *v {
+        V::Text(t) => Value::Text(t.to_string()),
+        V::Blob(b) => Value::Blob(b.to_vec()),
+        V::Int(i) => Value::Integer(i),
+        V::OptText(t) => t.map_or(Value::Null, |t| Value::Text(t.to_string())),
+        V::OptBlob(b) => b.map_or(Value::Null, |b| Value::Blob(b.to_vec())),
+    }
+}
+
+fn pg_values(values: &[V<'_>]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
+    values
+        .iter()
+        .map(|v| -> Box<dyn postgres::types::ToSql + Sync> {
+            match *v {
+                V::Text(t) => Box::new(t.to_string()),
+                V::Blob(b) => Box::new(b.to_vec()),
+                V::Int(i) => Box::new(i),
+                V::OptText(t) => Box::new(t.map(str::to_string)),
+                V::OptBlob(b) => Box::new(b.map(<[u8]>::to_vec)),
+            }
+        })
+        .collect()
+}
+
+/// Serialises MeC migrations between servers starting at once on one PostgreSQL database.
+const PG_SCHEMA_LOCK: i64 = 0x0053_494D_4C4D_4543;
+
+fn pg_open(url: &str) -> Result<postgres::Client, StoreError> {
+    let config: postgres::Config = url
+        .parse()
+        .map_err(|e: postgres::Error| StoreError::BadUrl(e.to_string()))?;
+    let mut c = config.connect(postgres::NoTls)?;
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_SCHEMA_LOCK])?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS simlab_mec_schema (version BIGINT NOT NULL)")?;
+    let found: i64 = match tx.query_opt("SELECT version FROM simlab_mec_schema", &[])? {
+        Some(row) => row.get(0),
+        None => {
+            tx.execute("INSERT INTO simlab_mec_schema VALUES (0)", &[])?;
+            0
+        }
+    };
+    let known = SCHEMA.migrations.len() as i64;
+    if found > known {
+        return Err(StoreError::TooNew { found, known });
+    }
+    for m in &SCHEMA.migrations[found as usize..] {
+        tx.batch_execute(&pg_sql(m))?;
+    }
+    tx.execute("UPDATE simlab_mec_schema SET version = $1", &[&known])?;
+    tx.commit()?;
+    Ok(c)
+}
+
 /// The store of one MeC server.
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Mutex<Backend>,
 }
 
 fn methods(s: String) -> Vec<String> {
@@ -173,28 +426,79 @@ fn methods(s: String) -> Vec<String> {
         .collect()
 }
 
+fn contract_row(row: Vec<Cell>) -> Result<ContractRow, StoreError> {
+    let mut c = row.into_iter();
+    let mut next = || {
+        c.next()
+            .ok_or_else(|| StoreError::Corrupt("short contract row".into()))
+    };
+    let corrupt = |what: &str| StoreError::Corrupt(format!("contract {what}"));
+    let id = next()?.blob()?;
+    let bytes = next()?.blob()?;
+    let peer = next()?.text()?;
+    let msisdn = next()?.text()?;
+    let rt = next()?.text()?;
+    let amount = next()?.int()?;
+    let currency = next()?.text()?;
+    let payment_method = next()?.opt_text()?;
+    let expires = next()?.int()?;
+    let status = next()?.text()?;
+    let result = next()?.opt_text()?;
+    let auth = next()?.opt_blob()?;
+    Ok(ContractRow {
+        id: id.try_into().map_err(|_| corrupt("id"))?,
+        bytes,
+        peer,
+        msisdn,
+        request_type: RequestType::parse(&rt).ok_or_else(|| corrupt("request type"))?,
+        amount: amount as u64,
+        currency,
+        payment_method,
+        expires_at: expires as u64,
+        status,
+        result,
+        authorization: auth
+            .map(|a| a.try_into().map_err(|_| corrupt("authorization")))
+            .transpose()?,
+    })
+}
+
 impl Store {
+    /// A SQLite file (created 0600 if missing).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         Ok(Store {
-            conn: Mutex::new(db::open(path, &SCHEMA)?),
+            conn: Mutex::new(Backend::Sqlite(db::open(path, &SCHEMA)?)),
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    /// `postgres://…` for PostgreSQL (several MeC processes may share it), else a SQLite path.
+    pub fn open_db(db: &str) -> Result<Store, StoreError> {
+        if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+            Ok(Store {
+                conn: Mutex::new(Backend::Pg(pg_open(db)?)),
+            })
+        } else {
+            Store::open(Path::new(db))
+        }
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Backend> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn add_partner(&self, p: &Partner) -> Result<(), StoreError> {
-        let n = self.conn().execute(
+        let prefixes = p.prefixes.join(",");
+        let types = join_request_types(&p.request_types);
+        let n = self.conn().exec(
             "INSERT INTO partners VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-            params![
-                p.name,
-                p.url,
-                p.country,
-                p.country_code,
-                p.prefixes.join(","),
-                p.certificate_der,
-                join_request_types(&p.request_types)
+            &[
+                V::Text(&p.name),
+                V::Text(&p.url),
+                V::Text(&p.country),
+                V::Text(&p.country_code),
+                V::Text(&prefixes),
+                V::Blob(&p.certificate_der),
+                V::Text(&types),
             ],
         )?;
         if n == 0 {
@@ -207,41 +511,35 @@ impl Store {
     pub fn remove_partner(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self
             .conn()
-            .execute("DELETE FROM partners WHERE name = ?1", [name])?
+            .exec("DELETE FROM partners WHERE name = ?1", &[V::Text(name)])?
             > 0)
     }
 
     pub fn partners(&self) -> Result<Vec<Partner>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let rows = self.conn().query(
             "SELECT name, url, country, country_code, prefixes, certificate, request_types
              FROM partners ORDER BY name",
+            &[],
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Vec<u8>>(5)?,
-                r.get::<_, String>(6)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, url, country, country_code, prefixes, certificate_der, types) = row?;
-            out.push(Partner {
-                name,
-                url,
-                country,
-                country_code,
-                prefixes: methods(prefixes),
-                certificate_der,
-                request_types: parse_request_types(&types).map_err(StoreError::Corrupt)?,
-            });
-        }
-        Ok(out)
+        rows.into_iter()
+            .map(|row| {
+                let mut c = row.into_iter();
+                let mut next = || {
+                    c.next()
+                        .ok_or_else(|| StoreError::Corrupt("short partner row".into()))
+                };
+                Ok(Partner {
+                    name: next()?.text()?,
+                    url: next()?.text()?,
+                    country: next()?.text()?,
+                    country_code: next()?.text()?,
+                    prefixes: methods(next()?.text()?),
+                    certificate_der: next()?.blob()?,
+                    request_types: parse_request_types(&next()?.text()?)
+                        .map_err(StoreError::Corrupt)?,
+                })
+            })
+            .collect()
     }
 
     /// Adds a subscriber with a fresh server-held key for delegated signing.
@@ -253,15 +551,16 @@ impl Store {
         payment_methods: &[String],
     ) -> Result<(), StoreError> {
         let (_, key) = SigningKey::generate();
-        let n = self.conn().execute(
+        let methods = payment_methods.join(",");
+        let n = self.conn().exec(
             "INSERT INTO subscribers (msisdn, public_key, certificate, payment_methods,
              delegated_key) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-            params![
-                msisdn,
-                public_key,
-                certificate_der,
-                payment_methods.join(","),
-                key
+            &[
+                V::Text(msisdn),
+                V::Blob(public_key),
+                V::OptBlob(certificate_der),
+                V::Text(&methods),
+                V::Blob(&key),
             ],
         )?;
         if n == 0 {
@@ -271,30 +570,34 @@ impl Store {
     }
 
     pub fn subscriber(&self, msisdn: &str) -> Result<Option<Subscriber>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT msisdn, public_key, certificate, payment_methods, delegated_key, spent
-                 FROM subscribers WHERE msisdn = ?1",
-                [msisdn],
-                |r| {
-                    Ok(Subscriber {
-                        msisdn: r.get(0)?,
-                        public_key: r.get(1)?,
-                        certificate_der: r.get(2)?,
-                        payment_methods: methods(r.get(3)?),
-                        delegated_key: r.get(4)?,
-                        spent: r.get::<_, i64>(5)? as u64,
-                    })
-                },
-            )
-            .optional()?)
+        let rows = self.conn().query(
+            "SELECT msisdn, public_key, certificate, payment_methods, delegated_key, spent
+             FROM subscribers WHERE msisdn = ?1",
+            &[V::Text(msisdn)],
+        )?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut c = row.into_iter();
+        let mut next = || {
+            c.next()
+                .ok_or_else(|| StoreError::Corrupt("short subscriber row".into()))
+        };
+        Ok(Some(Subscriber {
+            msisdn: next()?.text()?,
+            public_key: next()?.blob()?,
+            certificate_der: next()?.opt_blob()?,
+            payment_methods: methods(next()?.text()?),
+            delegated_key: next()?.blob()?,
+            spent: next()?.int()? as u64,
+        }))
     }
 
     pub fn add_cp(&self, id: &str, payment_methods: &[String]) -> Result<(), StoreError> {
-        let n = self.conn().execute(
+        let methods = payment_methods.join(",");
+        let n = self.conn().exec(
             "INSERT INTO content_providers VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            params![id, payment_methods.join(",")],
+            &[V::Text(id), V::Text(&methods)],
         )?;
         if n == 0 {
             return Err(StoreError::Exists(format!("content provider {id:?}")));
@@ -304,38 +607,38 @@ impl Store {
 
     /// The payment methods a CP accepts; `None` for an unknown CP.
     pub fn cp(&self, id: &str) -> Result<Option<Vec<String>>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT payment_methods FROM content_providers WHERE id = ?1",
-                [id],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
-            .map(methods))
+        let rows = self.conn().query(
+            "SELECT payment_methods FROM content_providers WHERE id = ?1",
+            &[V::Text(id)],
+        )?;
+        rows.into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map(|c| c.text().map(methods))
+            .transpose()
     }
 
     /// Records a contract on `side`; false when that side has it already.
     pub fn insert_contract(&self, side: Side, c: &ContractRow) -> Result<bool, StoreError> {
-        Ok(self.conn().execute(
+        Ok(self.conn().exec(
             "INSERT INTO contracts (id, side, bytes, peer, msisdn, request_type, amount, currency,
-             payment_method, expires_at, status, result, authorization)
+             payment_method, expires_at, status, result, authorization_ref)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT DO NOTHING",
-            params![
-                &c.id[..],
-                side.as_str(),
-                c.bytes,
-                c.peer,
-                c.msisdn,
-                c.request_type.as_str(),
-                c.amount as i64,
-                c.currency,
-                c.payment_method,
-                c.expires_at as i64,
-                c.status,
-                c.result,
-                c.authorization.as_ref().map(|a| &a[..]),
+            &[
+                V::Blob(&c.id),
+                V::Text(side.as_str()),
+                V::Blob(&c.bytes),
+                V::Text(&c.peer),
+                V::Text(&c.msisdn),
+                V::Text(c.request_type.as_str()),
+                V::Int(c.amount as i64),
+                V::Text(&c.currency),
+                V::OptText(c.payment_method.as_deref()),
+                V::Int(c.expires_at as i64),
+                V::Text(&c.status),
+                V::OptText(c.result.as_deref()),
+                V::OptBlob(c.authorization.as_ref().map(|a| &a[..])),
             ],
         )? > 0)
     }
@@ -349,7 +652,7 @@ impl Store {
         side: Side,
         authorization: &[u8; 16],
     ) -> Result<Option<ContractRow>, StoreError> {
-        self.contract_where(side, "authorization = ?2", &authorization[..])
+        self.contract_where(side, "authorization_ref = ?2", &authorization[..])
     }
 
     fn contract_where(
@@ -358,67 +661,15 @@ impl Store {
         condition: &str,
         key: &[u8],
     ) -> Result<Option<ContractRow>, StoreError> {
-        let row = self
-            .conn()
-            .query_row(
-                &format!(
-                    "SELECT id, bytes, peer, msisdn, request_type, amount, currency,
-                     payment_method, expires_at, status, result, authorization
-                     FROM contracts WHERE side = ?1 AND {condition}"
-                ),
-                params![side.as_str(), key],
-                |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, i64>(5)?,
-                        r.get::<_, String>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                        r.get::<_, i64>(8)?,
-                        r.get::<_, String>(9)?,
-                        r.get::<_, Option<String>>(10)?,
-                        r.get::<_, Option<Vec<u8>>>(11)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((
-            id,
-            bytes,
-            peer,
-            msisdn,
-            rt,
-            amount,
-            currency,
-            method,
-            expires,
-            status,
-            result,
-            auth,
-        )) = row
-        else {
-            return Ok(None);
-        };
-        let corrupt = |what: &str| StoreError::Corrupt(format!("contract {what}"));
-        Ok(Some(ContractRow {
-            id: id.try_into().map_err(|_| corrupt("id"))?,
-            bytes,
-            peer,
-            msisdn,
-            request_type: RequestType::parse(&rt).ok_or_else(|| corrupt("request type"))?,
-            amount: amount as u64,
-            currency,
-            payment_method: method,
-            expires_at: expires as u64,
-            status,
-            result,
-            authorization: auth
-                .map(|a| a.try_into().map_err(|_| corrupt("authorization")))
-                .transpose()?,
-        }))
+        let rows = self.conn().query(
+            &format!(
+                "SELECT id, bytes, peer, msisdn, request_type, amount, currency,
+                 payment_method, expires_at, status, result, authorization_ref
+                 FROM contracts WHERE side = ?1 AND {condition}"
+            ),
+            &[V::Text(side.as_str()), V::Blob(key)],
+        )?;
+        rows.into_iter().next().map(contract_row).transpose()
     }
 
     /// Moves a contract from `from` to `to` (with its result and authorization), only if it
@@ -432,17 +683,17 @@ impl Store {
         result: Option<&str>,
         authorization: Option<&[u8; 16]>,
     ) -> Result<bool, StoreError> {
-        Ok(self.conn().execute(
+        Ok(self.conn().exec(
             "UPDATE contracts SET status = ?4, result = COALESCE(?5, result),
-             authorization = COALESCE(?6, authorization)
+             authorization_ref = COALESCE(?6, authorization_ref)
              WHERE side = ?1 AND id = ?2 AND status = ?3",
-            params![
-                side.as_str(),
-                &id[..],
-                from,
-                to,
-                result,
-                authorization.map(|a| &a[..])
+            &[
+                V::Text(side.as_str()),
+                V::Blob(id),
+                V::Text(from),
+                V::Text(to),
+                V::OptText(result),
+                V::OptBlob(authorization.map(|a| &a[..])),
             ],
         )? > 0)
     }
@@ -457,25 +708,24 @@ impl Store {
         msisdn: &str,
         amount: u64,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
         let to = if approved { "paid" } else { "declined" };
-        let n = tx.execute(
-            "UPDATE contracts SET status = ?2, result = ?3
-             WHERE side = 'home' AND id = ?1 AND status = 'authorized'",
-            params![&id[..], to, result],
-        )?;
-        if n == 0 {
-            return Ok(false);
-        }
-        if approved {
-            tx.execute(
-                "UPDATE subscribers SET spent = spent + ?2 WHERE msisdn = ?1",
-                params![msisdn, amount as i64],
+        self.conn().transaction(|tx| {
+            let n = tx.exec(
+                "UPDATE contracts SET status = ?2, result = ?3
+                 WHERE side = 'home' AND id = ?1 AND status = 'authorized'",
+                &[V::Blob(id), V::Text(to), V::Text(result)],
             )?;
-        }
-        tx.commit()?;
-        Ok(true)
+            if n == 0 {
+                return Ok(false);
+            }
+            if approved {
+                tx.exec(
+                    "UPDATE subscribers SET spent = spent + ?2 WHERE msisdn = ?1",
+                    &[V::Text(msisdn), V::Int(amount as i64)],
+                )?;
+            }
+            Ok(true)
+        })
     }
 }
 
