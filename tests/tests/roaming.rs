@@ -1187,3 +1187,72 @@ fn servers_on_postgresql_pay_and_a_newer_schema_is_refused() {
         text(&o)
     );
 }
+
+/// A shop front (the roaming CA's own certificate) that redirects the phone to a host
+/// certified by another CA, or to a partner that holds no such contract: the phone refuses
+/// before it shows or signs anything, and the foreign host never sees a request.
+#[test]
+fn a_redirect_to_a_foreign_host_is_refused_and_nothing_is_signed() {
+    use simlab_services::http::server::{Background, Limits};
+    use simlab_services::http::tls::ServerTls;
+    use simlab_services::http::{Request, Response};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let w = World::start("foreign", Options::default());
+    ok(&simlab(&[
+        "gateway",
+        "issue",
+        "--ca-dir",
+        s(&w.dir.join("evil-ca")),
+        "--role",
+        "server",
+        "--name",
+        "mec-no",
+        "--out",
+        s(&w.dir.join("evil-tls")),
+    ]));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let seen = asked.clone();
+    let evil = Background::start(
+        "127.0.0.1:0",
+        Arc::new(move |_: &Request| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Response::json(200, &json!({"bytes": "00"}))
+        }),
+        Limits::default(),
+        Some(ServerTls::from_dir(&w.dir.join("evil-tls")).unwrap()),
+        "evil",
+    )
+    .unwrap();
+    let id = "00112233445566778899aabbccddeeff";
+    for (target, says) in [
+        (evil.url(), "certificate"),
+        // A genuine server of the roaming CA, but the visited one, which holds no such
+        // contract.
+        (w.dk.clone(), "contract"),
+    ] {
+        let location = format!("{target}/v1/contracts/{id}");
+        let shop = Background::start(
+            "127.0.0.1:0",
+            Arc::new(move |_: &Request| {
+                Response::json(303, &json!({"location": location, "order_id": "o-1"}))
+            }),
+            Limits::default(),
+            Some(ServerTls::from_dir(&w.dir.join("cp-card-tls")).unwrap()),
+            "shop",
+        )
+        .unwrap();
+        let o = w.shop(&shop.url(), &["--request-type", "authentication", "--json"]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{out}{err}");
+        assert!(err.contains(says), "{target}: {err}");
+        assert!(!out.contains("signature"), "{out}");
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        0,
+        "the foreign host was asked"
+    );
+    assert!(!w.log("no").contains(id), "{}", w.log("no"));
+}
