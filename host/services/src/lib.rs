@@ -8,3 +8,4 @@ pub mod otp;
 pub mod pki;
 pub mod roaming;
 pub mod router;
+pub mod sql;

@@ -220,11 +220,8 @@ fn open_store(db: &Path) -> Result<Store> {
 
 fn store_error(e: StoreError) -> Error {
     match e {
-        StoreError::Open(e) if e.is_bad_input() => Error::arg("--db", e.to_string()),
+        StoreError::Sql(e) if e.is_bad_input() => Error::arg("--db", e.to_string()),
         StoreError::Exists(what) => Error::arg("--name", format!("{what} exists already")),
-        e @ (StoreError::TooNew { .. } | StoreError::BadUrl(_)) => {
-            Error::arg("--db", e.to_string())
-        }
         other => Error::Io {
             context: "the MeC store".into(),
             source: std::io::Error::other(with_causes(&other)),

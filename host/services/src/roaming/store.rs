@@ -10,8 +10,8 @@
 
 use super::keys::SigningKey;
 use super::{RequestType, join_request_types, parse_request_types};
-use crate::db::{self, DbError, Schema};
-use rusqlite::Connection;
+use crate::db::Schema;
+use crate::sql::{self, Backend, Cell, PgSchema, SqlError, V};
 use std::fmt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -70,30 +70,21 @@ CREATE UNIQUE INDEX IF NOT EXISTS contracts_authorization
 /// Why the store could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The file could not be opened as this store (the user's to fix: exit code 2).
-    #[error("{0}")]
-    Open(#[from] DbError),
-    /// SQLite failed (I/O, locking).
-    #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The database failed or cannot be used ([`SqlError::is_bad_input`]: the user's to fix).
+    #[error(transparent)]
+    Sql(#[from] SqlError),
     /// The name is taken already.
     #[error("{0} exists already")]
     Exists(String),
     /// A row holds what this build never writes.
     #[error("corrupt row: {0}")]
     Corrupt(String),
-    /// PostgreSQL failed (connection, query).
-    #[error("PostgreSQL: {0}")]
-    Postgres(#[from] postgres::Error),
-    /// The PostgreSQL database was migrated by a newer simlab.
-    #[error(
-        "the PostgreSQL database has MeC schema version {found}, newer than this simlab knows \
-         ({known}); use the simlab that migrated it"
-    )]
-    TooNew { found: i64, known: i64 },
-    /// A `postgres://` URL that does not parse.
-    #[error("not a PostgreSQL URL: {0}")]
-    BadUrl(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e.into())
+    }
 }
 
 /// A row of the partner table (the seed's "roaming capability module").
@@ -177,242 +168,11 @@ pub struct ContractRow {
     pub authorization: Option<[u8; 16]>,
 }
 
-/// A value bound to a query.
-#[derive(Clone, Copy, Debug)]
-pub enum V<'a> {
-    Text(&'a str),
-    Blob(&'a [u8]),
-    Int(i64),
-    OptText(Option<&'a str>),
-    OptBlob(Option<&'a [u8]>),
-}
-
-/// A column of a row read back.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Cell {
-    Null,
-    Text(String),
-    Blob(Vec<u8>),
-    Int(i64),
-}
-
-impl Cell {
-    fn text(self) -> Result<String, StoreError> {
-        match self {
-            Cell::Text(t) => Ok(t),
-            other => Err(StoreError::Corrupt(format!(
-                "expected text, found {other:?}"
-            ))),
-        }
-    }
-
-    fn opt_text(self) -> Result<Option<String>, StoreError> {
-        match self {
-            Cell::Null => Ok(None),
-            other => other.text().map(Some),
-        }
-    }
-
-    fn blob(self) -> Result<Vec<u8>, StoreError> {
-        match self {
-            Cell::Blob(b) => Ok(b),
-            other => Err(StoreError::Corrupt(format!(
-                "expected bytes, found {other:?}"
-            ))),
-        }
-    }
-
-    fn opt_blob(self) -> Result<Option<Vec<u8>>, StoreError> {
-        match self {
-            Cell::Null => Ok(None),
-            other => other.blob().map(Some),
-        }
-    }
-
-    fn int(self) -> Result<i64, StoreError> {
-        match self {
-            Cell::Int(i) => Ok(i),
-            other => Err(StoreError::Corrupt(format!(
-                "expected a number, found {other:?}"
-            ))),
-        }
-    }
-}
-
-/// The SQLite spelling turned into PostgreSQL's: `?N` → `$N`, BLOB → BYTEA, INTEGER → BIGINT.
-pub fn pg_sql(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
-            out.push('$');
-        } else {
-            out.push(c);
-        }
-    }
-    out.replace(" BLOB", " BYTEA")
-        .replace(" INTEGER", " BIGINT")
-}
-
-enum Backend {
-    Sqlite(Connection),
-    Pg(postgres::Client),
-}
-
-impl Backend {
-    fn exec(&mut self, sql: &str, values: &[V<'_>]) -> Result<u64, StoreError> {
-        match self {
-            Backend::Sqlite(c) => Ok(c.execute(
-                sql,
-                rusqlite::params_from_iter(values.iter().map(sqlite_value)),
-            )? as u64),
-            Backend::Pg(c) => {
-                let boxed = pg_values(values);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    boxed.iter().map(|b| b.as_ref()).collect();
-                Ok(c.execute(pg_sql(sql).as_str(), &refs)?)
-            }
-        }
-    }
-
-    fn query(&mut self, sql: &str, values: &[V<'_>]) -> Result<Vec<Vec<Cell>>, StoreError> {
-        match self {
-            Backend::Sqlite(c) => {
-                let mut stmt = c.prepare(sql)?;
-                let n = stmt.column_count();
-                let rows = stmt.query_map(
-                    rusqlite::params_from_iter(values.iter().map(sqlite_value)),
-                    |r| {
-                        (0..n)
-                            .map(|i| {
-                                Ok(match r.get_ref(i)? {
-                                    rusqlite::types::ValueRef::Null => Cell::Null,
-                                    rusqlite::types::ValueRef::Integer(v) => Cell::Int(v),
-                                    rusqlite::types::ValueRef::Text(t) => {
-                                        Cell::Text(String::from_utf8_lossy(t).into_owned())
-                                    }
-                                    rusqlite::types::ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
-                                    rusqlite::types::ValueRef::Real(f) => Cell::Int(f as i64),
-                                })
-                            })
-                            .collect::<rusqlite::Result<Vec<Cell>>>()
-                    },
-                )?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            }
-            Backend::Pg(c) => {
-                let boxed = pg_values(values);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    boxed.iter().map(|b| b.as_ref()).collect();
-                let rows = c.query(pg_sql(sql).as_str(), &refs)?;
-                rows.iter()
-                    .map(|row| {
-                        (0..row.len())
-                            .map(|i| {
-                                use postgres::types::Type;
-                                let t = row.columns()[i].type_().clone();
-                                Ok(if t == Type::BYTEA {
-                                    row.try_get::<_, Option<Vec<u8>>>(i)?
-                                        .map_or(Cell::Null, Cell::Blob)
-                                } else if t == Type::INT8 {
-                                    row.try_get::<_, Option<i64>>(i)?
-                                        .map_or(Cell::Null, Cell::Int)
-                                } else if t == Type::INT4 {
-                                    row.try_get::<_, Option<i32>>(i)?
-                                        .map_or(Cell::Null, |v| Cell::Int(v.into()))
-                                } else {
-                                    row.try_get::<_, Option<String>>(i)?
-                                        .map_or(Cell::Null, Cell::Text)
-                                })
-                            })
-                            .collect::<Result<Vec<Cell>, StoreError>>()
-                    })
-                    .collect()
-            }
-        }
-    }
-
-    /// Runs `f` in one transaction (committed when it returns `Ok(true)`).
-    fn transaction(
-        &mut self,
-        f: impl FnOnce(&mut Backend) -> Result<bool, StoreError>,
-    ) -> Result<bool, StoreError> {
-        self.exec_batch("BEGIN")?;
-        match f(self) {
-            Ok(true) => {
-                self.exec_batch("COMMIT")?;
-                Ok(true)
-            }
-            other => {
-                let _ = self.exec_batch("ROLLBACK");
-                other
-            }
-        }
-    }
-
-    fn exec_batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        match self {
-            Backend::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Backend::Pg(c) => Ok(c.batch_execute(sql)?),
-        }
-    }
-}
-
-fn sqlite_value(v: &V<'_>) -> rusqlite::types::Value {
-    use rusqlite::types::Value;
-    match *v {
-        V::Text(t) => Value::Text(t.to_string()),
-        V::Blob(b) => Value::Blob(b.to_vec()),
-        V::Int(i) => Value::Integer(i),
-        V::OptText(t) => t.map_or(Value::Null, |t| Value::Text(t.to_string())),
-        V::OptBlob(b) => b.map_or(Value::Null, |b| Value::Blob(b.to_vec())),
-    }
-}
-
-fn pg_values(values: &[V<'_>]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
-    values
-        .iter()
-        .map(|v| -> Box<dyn postgres::types::ToSql + Sync> {
-            match *v {
-                V::Text(t) => Box::new(t.to_string()),
-                V::Blob(b) => Box::new(b.to_vec()),
-                V::Int(i) => Box::new(i),
-                V::OptText(t) => Box::new(t.map(str::to_string)),
-                V::OptBlob(b) => Box::new(b.map(<[u8]>::to_vec)),
-            }
-        })
-        .collect()
-}
-
-/// Serialises MeC migrations between servers starting at once on one PostgreSQL database.
-const PG_SCHEMA_LOCK: i64 = 0x0053_494D_4C4D_4543;
-
-fn pg_open(url: &str) -> Result<postgres::Client, StoreError> {
-    let config: postgres::Config = url
-        .parse()
-        .map_err(|e: postgres::Error| StoreError::BadUrl(e.to_string()))?;
-    let mut c = config.connect(postgres::NoTls)?;
-    let mut tx = c.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_SCHEMA_LOCK])?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS simlab_mec_schema (version BIGINT NOT NULL)")?;
-    let found: i64 = match tx.query_opt("SELECT version FROM simlab_mec_schema", &[])? {
-        Some(row) => row.get(0),
-        None => {
-            tx.execute("INSERT INTO simlab_mec_schema VALUES (0)", &[])?;
-            0
-        }
-    };
-    let known = SCHEMA.migrations.len() as i64;
-    if found > known {
-        return Err(StoreError::TooNew { found, known });
-    }
-    for m in &SCHEMA.migrations[found as usize..] {
-        tx.batch_execute(&pg_sql(m))?;
-    }
-    tx.execute("UPDATE simlab_mec_schema SET version = $1", &[&known])?;
-    tx.commit()?;
-    Ok(c)
-}
+const PG: PgSchema = PgSchema {
+    version_table: "simlab_mec_schema",
+    // Serialises MeC migrations between servers starting at once on one database.
+    lock: 0x0053_494D_4C4D_4543,
+};
 
 /// The store of one MeC server.
 pub struct Store {
@@ -466,20 +226,14 @@ fn contract_row(row: Vec<Cell>) -> Result<ContractRow, StoreError> {
 impl Store {
     /// A SQLite file (created 0600 if missing).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Ok(Store {
-            conn: Mutex::new(Backend::Sqlite(db::open(path, &SCHEMA)?)),
-        })
+        Store::open_db(&path.to_string_lossy())
     }
 
     /// `postgres://…` for PostgreSQL (several MeC processes may share it), else a SQLite path.
     pub fn open_db(db: &str) -> Result<Store, StoreError> {
-        if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-            Ok(Store {
-                conn: Mutex::new(Backend::Pg(pg_open(db)?)),
-            })
-        } else {
-            Store::open(Path::new(db))
-        }
+        Ok(Store {
+            conn: Mutex::new(sql::open(db, &SCHEMA, &PG)?),
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Backend> {
@@ -616,6 +370,7 @@ impl Store {
             .and_then(|r| r.into_iter().next())
             .map(|c| c.text().map(methods))
             .transpose()
+            .map_err(StoreError::from)
     }
 
     /// Records a contract on `side`; false when that side has it already.
