@@ -57,6 +57,7 @@ pub enum V<'a> {
     Int(i64),
     OptText(Option<&'a str>),
     OptBlob(Option<&'a [u8]>),
+    OptInt(Option<i64>),
 }
 
 /// A column of a row read back.
@@ -236,6 +237,7 @@ fn sqlite_value(v: &V<'_>) -> rusqlite::types::Value {
         V::Int(i) => Value::Integer(i),
         V::OptText(t) => t.map_or(Value::Null, |t| Value::Text(t.to_string())),
         V::OptBlob(b) => b.map_or(Value::Null, |b| Value::Blob(b.to_vec())),
+        V::OptInt(i) => i.map_or(Value::Null, Value::Integer),
     }
 }
 
@@ -249,6 +251,7 @@ fn pg_values(values: &[V<'_>]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
                 V::Int(i) => Box::new(i),
                 V::OptText(t) => Box::new(t.map(str::to_string)),
                 V::OptBlob(b) => Box::new(b.map(<[u8]>::to_vec)),
+                V::OptInt(i) => Box::new(i),
             }
         })
         .collect()

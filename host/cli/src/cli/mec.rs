@@ -231,7 +231,7 @@ fn store_error(e: StoreError) -> Error {
 
 /// The error and its causes on one line: PostgreSQL's "error connecting to server" alone
 /// would not say whether the socket is missing or the password wrong.
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

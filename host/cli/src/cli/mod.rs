@@ -14,6 +14,7 @@ mod mec;
 mod modem;
 mod ms;
 mod otp;
+mod otp_service;
 mod pki;
 #[cfg(feature = "bench")]
 mod pki_bench;
@@ -183,7 +184,8 @@ enum Command {
     /// Short messages: send, list, watch and delete through a modem; encode and decode PDUs.
     #[command(subcommand)]
     Sms(sms::SmsCommand),
-    /// One-time passwords over SMS, bound to an amount and a payee.
+    /// One-time passwords over SMS (seed 004): the service, terminal A's login and payment,
+    /// the directory and the log; and single codes bound to an amount and a payee.
     #[command(subcommand)]
     Otp(otp::OtpCommand),
     /// Run an emulator: the card model as a virtual card behind pcscd (vpcd).

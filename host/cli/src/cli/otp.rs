@@ -1,6 +1,7 @@
-//! `simlab otp send|verify`: one-time passwords over SMS, bound to an amount and a payee.
+//! `simlab otp send|verify`: one-time passwords over SMS, bound to an amount and a payee; and
+//! the service commands of [`super::otp_service`].
 
-use super::{Global, Output};
+use super::{Global, Output, otp_service};
 use clap::Subcommand;
 use serde_json::json;
 use simlab_card::error::{Error, Result};
@@ -12,6 +13,31 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Subcommand, Debug)]
 pub enum OtpCommand {
+    /// Run the OTP service (seed 004): sessions, directory, codes by SMS, confirmation.
+    Serve(otp_service::ServeArgs),
+    /// The service's directory: identifier → certified number, bank, card reference.
+    #[command(subcommand)]
+    Directory(otp_service::DirectoryCommand),
+    /// Show or set the stored limit above which payments need a code.
+    Policy(otp_service::PolicyArgs),
+    /// Terminal A: log in with a code by SMS (Fig 5).
+    #[command(after_help = "\
+Opens a session, has a code sent to the identifier's registered phone, reads it (--code, or
+asked for), and prints whether access is granted. With --reverse the code is shown here and
+must be sent back by SMS from the registered phone. Exit 0 granted, 1 refused.
+
+Example:
+  simlab otp login --server https://127.0.0.1:8720 --ca otp-ca/ca.pem --id u1")]
+    Login(otp_service::ClientArgs),
+    /// Terminal A: pay, approving this exact payment with a code by SMS.
+    Pay(otp_service::PayArgs),
+    /// Every certificate issued, with who, what, when and the outcome (never the code).
+    Log(otp_service::LogArgs),
+    /// Registers per subscriber and the settlement of a period.
+    Register(otp_service::RegisterArgs),
+    /// The bank stub the service asks before a payment's code is sent.
+    #[command(subcommand)]
+    Bank(otp_service::BankCommand),
     /// Issue a code for a transaction and send it by SMS; prints the transaction id (never the
     /// code).
     #[command(after_help = "\
@@ -21,7 +47,9 @@ valid for --ttl seconds (TP-VP is set to match), usable once, blocked after 5 wr
 The database keeps only an HMAC of the code bound to id, destination, amount, currency, payee
 and origin. At most --rate-limit codes per destination and window.
 
-Below --limit no OTP is required: nothing is sent, and the JSON says \"required\": false.
+At or below --limit no OTP is required (only amounts greater than it are secured): nothing is
+sent, and the JSON says \"required\": false. The number is counted for the rate limit in
+E.164, however it is typed (00…, +…(0)…).
 
 Example:
   simlab --modem /dev/ttyUSB2 otp send --to +491701234567 --amount 1250 --payee 'ACME Shop' \\
@@ -51,7 +79,7 @@ Example:
         /// Digits of the code (6-10).
         #[arg(long, value_name = "N", default_value_t = 6)]
         digits: u8,
-        /// Amounts below this (minor units) need no OTP.
+        /// Amounts at or below this (minor units) need no OTP.
         #[arg(long, value_name = "MINOR_UNITS")]
         limit: Option<u64>,
         /// At most COUNT codes per destination per SECONDS.
@@ -131,6 +159,14 @@ fn otp_err(e: otp::OtpError) -> Error {
 
 pub fn run(out: &Output, global: &Global, cmd: &OtpCommand) -> Result<i32> {
     match cmd {
+        OtpCommand::Serve(a) => otp_service::serve(out, global, a),
+        OtpCommand::Directory(c) => otp_service::directory(out, c),
+        OtpCommand::Policy(a) => otp_service::policy(out, a),
+        OtpCommand::Login(a) => otp_service::login(out, a),
+        OtpCommand::Pay(a) => otp_service::pay(out, a),
+        OtpCommand::Log(a) => otp_service::log(out, a),
+        OtpCommand::Register(a) => otp_service::register(out, a),
+        OtpCommand::Bank(c) => otp_service::bank(out, c),
         OtpCommand::Send {
             to,
             amount,
@@ -144,7 +180,9 @@ pub fn run(out: &Output, global: &Global, cmd: &OtpCommand) -> Result<i32> {
             rate_limit,
         } => {
             // Every bad input is refused before the modem or the database is touched.
-            let destination = Address::parse(to)
+            let canonical =
+                otp::msisdn::canonical(to).map_err(|e| Error::arg("--to", e.to_string()))?;
+            let destination = Address::parse(&canonical)
                 .map_err(|e| Error::arg("--to", e.to_string()))?
                 .to_string();
             otp::check_payee(payee).map_err(|e| Error::arg("--payee", e))?;

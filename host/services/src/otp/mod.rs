@@ -3,8 +3,10 @@
 //!
 //! * The code is drawn from the operating system's CSPRNG, uniformly (rejection sampling), with
 //!   6 to 10 digits.
-//! * Only a MAC of it is stored: HMAC-SHA256 under a random 32-byte key kept in the database,
-//!   over the length-prefixed encoding below. The MAC binds the code to the transaction id,
+//! * Only a MAC of it is stored: HMAC-SHA256 under a random 32-byte key kept in its own 0600
+//!   file beside the database ([`key_file`]), never in it, over the length-prefixed encoding
+//!   below. The service ([`service`]) binds its codes to more (session, items, time); see
+//!   `docs/otp.md`. The MAC binds the code to the transaction id,
 //!   the destination, the amount, the currency, the payee and the origin: verifying with any
 //!   of them changed computes a different MAC, so a code for "10.00 EUR to Alice" never
 //!   approves "1000.00 EUR to Mallory".
@@ -25,6 +27,11 @@
 //!
 //! `id` is the 32 lower-case hex digits of the transaction id, `destination` the number as
 //! `+<digits>` or `<digits>`, `origin` empty when there is none, text fields UTF-8.
+
+pub mod bank;
+pub mod msisdn;
+pub mod service;
+pub mod store;
 
 use crate::db::{self, DbError, Schema};
 use hmac::{Hmac, KeyInit, Mac};
@@ -211,9 +218,10 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// Whether a transaction of `amount` needs an OTP: at or above `limit` (no limit: always).
+/// Whether a transaction of `amount` needs an OTP: *greater than* `limit`, as the seed's
+/// test 1006 selects (no limit: always).
 pub fn required(amount: u64, limit: Option<u64>) -> bool {
-    limit.is_none_or(|l| amount >= l)
+    limit.is_none_or(|l| amount > l)
 }
 
 /// The OTP file (application id "SLot"). Version 1 is the schema of the unversioned files
@@ -250,7 +258,7 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating, with mode 0600 since it holds the MAC key) the database.
+    /// Opens (creating, with mode 0600) the database and its key file ([`key_file`]).
     pub fn open(path: &Path) -> Result<Store, OtpError> {
         let db = |reason: String| OtpError::Database {
             path: path.to_path_buf(),
@@ -280,26 +288,32 @@ impl Store {
                 )));
             }
         }
-        let key: Option<Vec<u8>> = conn
+        // The key lives in its own 0600 file beside the database, never in it: whoever reads
+        // the database alone learns no code. A key that older simlab kept in `meta` is moved
+        // out, in that order, so a crash in between leaves it in one place at least.
+        let key_path = key_file(path);
+        let legacy: Option<Vec<u8>> = conn
             .query_row("SELECT value FROM meta WHERE key = 'mac_key'", [], |r| {
                 r.get(0)
             })
             .optional()
             .map_err(|e| db(e.to_string()))?;
-        let key: [u8; 32] = match key {
-            Some(k) => k
+        if let Some(k) = legacy {
+            let k: [u8; 32] = k
                 .try_into()
-                .map_err(|_| db("the MAC key is not 32 bytes".into()))?,
-            None => {
-                let k = random::<32>()?;
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('mac_key', ?1)",
-                    params![k.to_vec()],
-                )
-                .map_err(|e| db(e.to_string()))?;
-                k
+                .map_err(|_| db("the MAC key is not 32 bytes".into()))?;
+            match service::MacKey::create_with(&key_path, &k) {
+                Ok(()) => {}
+                Err(service::KeyError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(db(e.to_string())),
             }
-        };
+            conn.execute("DELETE FROM meta WHERE key = 'mac_key'", [])
+                .map_err(|e| db(e.to_string()))?;
+        }
+        let key = service::MacKey::load_or_create(&key_path)
+            .map_err(|e| db(e.to_string()))?
+            .bytes();
         Ok(Store {
             conn,
             key,
@@ -518,6 +532,18 @@ fn mac_state(key: &[u8; 32], id: &str, tx: &Transaction, code: &str) -> HmacSha2
 
 fn mac(key: &[u8; 32], id: &str, tx: &Transaction, code: &str) -> [u8; 32] {
     mac_state(key, id, tx, code).finalize().into_bytes().into()
+}
+
+/// Where the MAC key of the database at `db` lives: `<db>.key`, mode 0600.
+pub fn key_file(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_os_string();
+    name.push(".key");
+    PathBuf::from(name)
+}
+
+/// A fresh code of `digits` digits.
+pub(crate) fn random_code(digits: u8) -> Result<Code, OtpError> {
+    random_digits(digits).map(Code)
 }
 
 fn random<const N: usize>() -> Result<[u8; N], OtpError> {
@@ -836,6 +862,56 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// The key is in `<db>.key` (0600), not in the database; a key older simlab kept in
+    /// `meta` is moved out and the codes it made still verify.
+    #[test]
+    fn the_key_lives_beside_the_database_and_a_legacy_key_moves_out() {
+        let (mut s, dir) = store();
+        let i = sent(&mut s, 0);
+        let path = dir.join("otp.sqlite");
+        drop(s);
+        let key_path = key_file(&path);
+        let key = std::fs::read(&key_path).unwrap();
+        assert_eq!(key.len(), 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let conn = Connection::open(&path).unwrap();
+        let in_meta: i64 = conn
+            .query_row("SELECT count(*) FROM meta WHERE key = 'mac_key'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(in_meta, 0);
+        // As older simlab left it: the key in `meta`, no key file.
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('mac_key', ?1)",
+            params![key.clone()],
+        )
+        .unwrap();
+        drop(conn);
+        std::fs::remove_file(&key_path).unwrap();
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(std::fs::read(&key_path).unwrap(), key);
+        assert_eq!(
+            s.verify(&i.id, i.code.expose(), 1234, "EUR", "ACME Shop", 1)
+                .unwrap(),
+            Ok(())
+        );
+        drop(s);
+        let conn = Connection::open(&path).unwrap();
+        let in_meta: i64 = conn
+            .query_row("SELECT count(*) FROM meta WHERE key = 'mac_key'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(in_meta, 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn codes_are_uniform_enough() {
         // Each digit position over 2000 codes: every digit appears (a broken generator that
@@ -871,6 +947,6 @@ mod tests {
         assert!(check_origin("bad_host").is_err() && check_origin("-a.b").is_err());
         assert!(check_currency("EUR").is_ok() && check_currency("eur").is_err());
         assert!(check_id(&"a".repeat(32)).is_ok() && check_id("A").is_err());
-        assert!(required(100, None) && !required(99, Some(100)) && required(100, Some(100)));
+        assert!(required(100, None) && !required(100, Some(100)) && required(101, Some(100)));
     }
 }
