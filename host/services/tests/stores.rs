@@ -72,7 +72,7 @@ fn seller_records_migrate_and_keep_their_sales() {
 }
 
 #[test]
-fn otp_codes_migrate_and_keep_their_key() {
+fn otp_codes_migrate_and_their_key_moves_out_unchanged() {
     let path = golden("otp");
     let key_before: Vec<u8> = Connection::open(&path)
         .unwrap()
@@ -85,15 +85,22 @@ fn otp_codes_migrate_and_keep_their_key() {
     let schema = &simlab_services::otp::SCHEMA;
     assert_eq!(versions(&path), (schema.application_id, schema.version()));
     let c = Connection::open(&path).unwrap();
-    let key_after: Vec<u8> = c
-        .query_row("SELECT value FROM meta WHERE key = 'mac_key'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    // The key moved out of the database into its own 0600 file, unchanged.
+    let key_file = simlab_services::otp::key_file(&path);
+    let key_after = std::fs::read(&key_file).unwrap();
     assert_eq!(
         key_before, key_after,
         "a new MAC key would void every pending code"
     );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let left: i64 = c
+        .query_row("SELECT count(*) FROM meta WHERE key = 'mac_key'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(left, 0, "the key is no longer kept in the database");
     let n: i64 = c
         .query_row("SELECT count(*) FROM otp", [], |r| r.get(0))
         .unwrap();
