@@ -52,7 +52,8 @@ pub struct DemoArgs {
     /// in-process.
     #[arg(long)]
     pub pcscd: bool,
-    /// Tell one chapter only: `roaming` (seed 001: roaming m-commerce between three operators).
+    /// Tell one chapter only: `roaming` (seed 001: roaming m-commerce between three
+    /// operators), `otp` (seed 004: one-time secrets over a second channel).
     #[arg(value_enum, value_name = "CHAPTER")]
     pub chapter: Option<Chapter>,
 }
@@ -61,6 +62,7 @@ pub struct DemoArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Chapter {
     Roaming,
+    Otp,
 }
 
 /// The card model serving a vpcd reader from a thread; stopped when dropped.
@@ -326,6 +328,9 @@ fn m3_forger(gateway: Url) -> impl Fn(&Request) -> Response + Send + Sync {
 }
 
 pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
+    if args.chapter == Some(Chapter::Otp) {
+        return super::demo_otp::run(out);
+    }
     if args.chapter == Some(Chapter::Roaming) {
         return super::demo_roaming::run(out);
     }
@@ -815,6 +820,7 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
     billing_results.extend(last.results.iter().cloned());
 
     let roaming = super::demo_roaming::chapter(out, 11)?;
+    let otp = super::demo_otp::chapter(out, 12)?;
 
     let accepted = billing_results
         .iter()
@@ -851,6 +857,7 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
                 "results": billing_results,
             },
             "roaming": roaming,
+            "otp": otp,
         }),
     )?;
     Ok(0)

@@ -69,6 +69,18 @@ pub struct Running {
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
+impl Running {
+    pub fn new(
+        stop: oneshot::Sender<()>,
+        thread: std::thread::JoinHandle<std::io::Result<()>>,
+    ) -> Running {
+        Running {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         drop(self.stop.take());

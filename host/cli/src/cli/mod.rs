@@ -6,6 +6,7 @@ mod auc;
 mod buy;
 mod card;
 mod demo;
+mod demo_otp;
 mod demo_roaming;
 mod emulate;
 mod emulate_modem;
