@@ -38,6 +38,9 @@ struct Options {
     db: Option<String>,
     extra: Vec<&'static str>,
     modem_faults: &'static str,
+    /// Subscribers the operator's look-up stub knows (identifier, number as the operator
+    /// spells it); empty: no look-up service.
+    lookup: &'static [(&'static str, &'static str)],
 }
 
 /// One OTP service with its bank and modem.
@@ -49,6 +52,7 @@ struct World {
     modem: VirtualModem,
     server: Option<Process>,
     _bank: Process,
+    _lookup: Option<Process>,
 }
 
 impl Drop for World {
@@ -89,7 +93,7 @@ impl World {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let ca = dir.join("ca");
-        for (role, who) in [("peer", "otp"), ("server", "bank")] {
+        for (role, who) in [("peer", "otp"), ("server", "bank"), ("server", "lookup")] {
             ok(&simlab(&[
                 "gateway",
                 "issue",
@@ -120,6 +124,23 @@ impl World {
         }
         let bank_args: Vec<&str> = bank_args.iter().map(String::as_str).collect();
         let (bank, bank_url) = spawn("bank", &bank_args, &dir.join("bank.log"));
+        let lookup = (!opts.lookup.is_empty()).then(|| {
+            let mut args = vec![
+                "-v".to_string(),
+                "otp".into(),
+                "lookup".into(),
+                "serve".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--tls".into(),
+                s(&dir.join("lookup-tls")).into(),
+            ];
+            for (id, number) in opts.lookup {
+                args.extend(["--subscriber".into(), format!("{id}={number}")]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            spawn("lookup", &args, &dir.join("lookup.log"))
+        });
 
         let db = opts
             .db
@@ -182,6 +203,9 @@ impl World {
             "--clock-offset-file",
             s(&clock),
         ];
+        if let Some((_, lookup_url)) = &lookup {
+            args.extend(["--lookup", lookup_url]);
+        }
         args.extend(opts.extra.iter());
         let (server, url) = spawn("otp", &args, &dir.join("otp.log"));
         let url = Url::parse(&url)
@@ -195,6 +219,7 @@ impl World {
             modem,
             server: Some(server),
             _bank: bank,
+            _lookup: lookup.map(|(p, _)| p),
         }
     }
 
@@ -485,6 +510,48 @@ fn t07_an_unknown_identifier_is_404_sends_nothing_and_uses_no_rate_slot() {
         v["detail"].as_str().unwrap().contains("try again in"),
         "{v}"
     );
+}
+
+#[test]
+fn an_identifier_missing_from_the_directory_gets_its_number_from_the_operators_look_up() {
+    let w = World::start(
+        "lookup",
+        Options {
+            lookup: &[("u3", "0049 170 0000097"), (U1, "00491700000011")],
+            ..Options::default()
+        },
+    );
+    // u3 has no directory row: the operator knows it, and the code goes to that number.
+    let session = w.open("u3");
+    let (_, code) = w.secured(&session, 15_000);
+    let sent = w.modem.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        sent[0]["to"], "+491700000097",
+        "canonicalised from the look-up"
+    );
+    let (status, v) = w.pay(&session, 15_000, "ACME Shop");
+    assert_eq!(status, 201, "{v}");
+    assert!(
+        w.log("lookup").contains("found=true"),
+        "{}",
+        w.log("lookup")
+    );
+    // The directory's own row wins: U1 is not looked up, whatever the operator says.
+    let s1 = w.open(U1);
+    w.secured(&s1, 15_000);
+    assert_eq!(w.modem.sent()[2]["to"], U1_NUMBER);
+    assert_eq!(w.log("lookup").matches("look-up").count(), 1);
+    // Unknown to both: 404, nothing sent, nothing logged as issued.
+    let (status, v) = w.call("POST", "/v1/sessions", Some(&json!({"identifier": "u4"})));
+    assert_eq!(
+        (status, v["error"].clone()),
+        (404, json!("unknown_identifier")),
+        "{v}"
+    );
+    assert!(w.log("lookup").contains("found=false"));
+    assert_eq!(w.modem.sent().len(), 3);
+    w.assert_no_code_in_logs(&[code]);
 }
 
 #[test]
@@ -892,6 +959,24 @@ fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
             "0",
             "--payee",
             "x",
+        ][..],
+        &[
+            "otp",
+            "lookup",
+            "serve",
+            "--tls",
+            s(&w.dir.join("lookup-tls")),
+            "--subscriber",
+            "u3",
+        ][..],
+        &[
+            "otp",
+            "lookup",
+            "serve",
+            "--tls",
+            s(&w.dir.join("lookup-tls")),
+            "--listen",
+            "nowhere",
         ][..],
     ] {
         let o = simlab(args);

@@ -38,6 +38,9 @@ Example:
     /// The bank stub the service asks before a payment's code is sent.
     #[command(subcommand)]
     Bank(otp_service::BankCommand),
+    /// The operator's look-up stub the service asks for identifiers not in its directory.
+    #[command(subcommand)]
+    Lookup(otp_service::LookupCommand),
     /// Issue a code for a transaction and send it by SMS; prints the transaction id (never the
     /// code).
     #[command(after_help = "\
@@ -167,6 +170,7 @@ pub fn run(out: &Output, global: &Global, cmd: &OtpCommand) -> Result<i32> {
         OtpCommand::Log(a) => otp_service::log(out, a),
         OtpCommand::Register(a) => otp_service::register(out, a),
         OtpCommand::Bank(c) => otp_service::bank(out, c),
+        OtpCommand::Lookup(c) => otp_service::lookup(out, c),
         OtpCommand::Send {
             to,
             amount,

@@ -12,6 +12,7 @@ use simlab_services::http::client::{self, Url};
 use simlab_services::http::server::{Handler, Limits, Server, Stop, blocking_router};
 use simlab_services::http::tls::{ClientTls, ServerTls};
 use simlab_services::otp::bank::Bank;
+use simlab_services::otp::lookup::Lookup;
 use simlab_services::otp::msisdn::{self, masked};
 use simlab_services::otp::service::{Config, MacKey, OtpService, Rate};
 use simlab_services::otp::store::{Entry, Store, StoreError};
@@ -239,6 +240,38 @@ pub enum BankCommand {
         #[arg(long, value_name = "MINOR_UNITS")]
         limit: Option<u64>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LookupCommand {
+    /// An operator's look-up stub: the certified number of identifiers the OTP server's own
+    /// directory does not have (peer certificates only).
+    #[command(after_help = "\
+Answers GET /v1/subscribers/{identifier} with {\"msisdn\": …}, or 404 unknown_subscriber.
+The numbers are returned as given here, not canonicalised: the OTP server canonicalises what
+any operator answers.
+
+Example:
+  simlab otp lookup serve --tls lookup-tls --subscriber u3=00491700000097")]
+    Serve {
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8722")]
+        listen: String,
+        /// Its TLS identity (a `server` certificate from the same CA).
+        #[arg(long, value_name = "DIR", value_parser = crate::cli::dir_arg)]
+        tls: PathBuf,
+        /// A subscriber the operator knows, IDENTIFIER=NUMBER (repeat).
+        #[arg(long, value_name = "IDENTIFIER=NUMBER", value_parser = subscriber_arg)]
+        subscriber: Vec<(String, String)>,
+    },
+}
+
+fn subscriber_arg(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((id, number)) if !id.trim().is_empty() && !number.trim().is_empty() => {
+            Ok((id.trim().to_string(), number.trim().to_string()))
+        }
+        _ => Err(format!("{s:?} is not IDENTIFIER=NUMBER")),
+    }
 }
 
 fn store_error(e: StoreError) -> Error {
@@ -925,21 +958,50 @@ pub fn bank(out: &Output, cmd: &BankCommand) -> Result<i32> {
         decline,
         limit,
     } = cmd;
+    let bank = Arc::new(Bank::new(*decline, *limit));
+    serve_stub(
+        out,
+        "bank",
+        listen,
+        tls,
+        Arc::new(move |req| bank.handle(req)),
+    )
+}
+
+pub fn lookup(out: &Output, cmd: &LookupCommand) -> Result<i32> {
+    let LookupCommand::Serve {
+        listen,
+        tls,
+        subscriber,
+    } = cmd;
+    let lookup = Arc::new(Lookup::new(
+        subscriber.iter().map(|(i, n)| (i.as_str(), n.as_str())),
+    ));
+    serve_stub(
+        out,
+        "lookup",
+        listen,
+        tls,
+        Arc::new(move |req| lookup.handle(req)),
+    )
+}
+
+/// Serves one of the stubs the OTP server calls until SIGINT/SIGTERM; its URL is the first
+/// line on stdout.
+fn serve_stub(out: &Output, role: &str, listen: &str, tls: &Path, handler: Handler) -> Result<i32> {
     let server_tls = ServerTls::from_dir(tls).map_err(|e| Error::arg("--tls", e.to_string()))?;
-    let server = Server::bind(listen, Some(server_tls), "bank")
+    let server = Server::bind(listen, Some(server_tls), role)
         .map_err(|e| Error::arg("--listen", format!("{listen}: {e}")))?;
     let url = server.url();
     if out.json() {
-        print_line(&json!({"role": "bank", "url": url, "tls": true}).to_string());
+        print_line(&json!({"role": role, "url": url, "tls": true}).to_string());
     } else {
-        print_line(&format!("bank listening on {url}"));
+        print_line(&format!("{role} listening on {url}"));
     }
-    let bank = Arc::new(Bank::new(*decline, *limit));
-    let handler: Handler = Arc::new(move |req| bank.handle(req));
     let limits = Limits::default();
     server
         .run_router(
-            blocking_router(handler, limits, "bank"),
+            blocking_router(handler, limits, role),
             limits,
             Stop::Signals,
         )

@@ -29,6 +29,7 @@
 //! `+<digits>` or `<digits>`, `origin` empty when there is none, text fields UTF-8.
 
 pub mod bank;
+pub mod lookup;
 pub mod msisdn;
 pub mod service;
 pub mod store;

@@ -946,7 +946,7 @@ impl OtpService {
 }
 
 /// Percent-encodes an identifier for a URL path segment.
-fn percent(s: &str) -> String {
+pub(crate) fn percent(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
