@@ -93,7 +93,56 @@ impl Drop for Worker {
     }
 }
 
-struct World {
+/// The second channel the OTP server sends its codes over.
+pub(super) enum Channel {
+    /// A virtual modem on a real pty, through the AT engine: what the phone got is read back
+    /// from the modem's spool.
+    Modem,
+    /// No I/O at all (the server alone, for `scripts/bench otp`): each body is encoded as for
+    /// a modem, then kept here for the bench to read the code off.
+    #[cfg(feature = "bench")]
+    Capture(Arc<std::sync::Mutex<Vec<String>>>),
+}
+
+/// A backend that does what [`NullBackend`](simlab_modem::backend::NullBackend) does and keeps
+/// the bodies: the null one forgets the code, which a benchmark of validated transactions needs.
+#[cfg(feature = "bench")]
+struct Capture {
+    null: simlab_modem::backend::NullBackend,
+    bodies: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[cfg(feature = "bench")]
+impl simlab_modem::backend::SmsBackend for Capture {
+    fn send(
+        &mut self,
+        to: &simlab_sms::Address,
+        body: &str,
+        options: &simlab_modem::backend::SendOptions,
+    ) -> std::result::Result<simlab_modem::backend::Receipt, simlab_modem::backend::BackendError>
+    {
+        let receipt = self.null.send(to, body, options)?;
+        if let Ok(mut b) = self.bodies.lock() {
+            b.push(body.to_string());
+        }
+        Ok(receipt)
+    }
+
+    fn incoming(
+        &mut self,
+    ) -> std::result::Result<
+        Vec<simlab_modem::backend::Incoming>,
+        simlab_modem::backend::BackendError,
+    > {
+        self.null.incoming()
+    }
+
+    fn describe(&self) -> String {
+        "capture (no I/O)".into()
+    }
+}
+
+pub(super) struct World {
     dir: PathBuf,
     url: Url,
     clock: Arc<AtomicI64>,
@@ -103,7 +152,7 @@ struct World {
     _poller: Worker,
     _otp: Running,
     _bank: Running,
-    _modem: Worker,
+    _modem: Option<Worker>,
 }
 
 impl Drop for World {
@@ -128,8 +177,49 @@ fn bind(identity: &Identity, name: &str) -> Result<Server> {
     Server::bind("127.0.0.1:0", Some(tls), name).map_err(io("listening on loopback"))
 }
 
+/// A virtual modem on a new pty at `link`, with the built-in SIM, spooling what it sends.
+fn start_modem(link: &Path, spool: &Path) -> Result<Worker> {
+    let profile = Profile::parse(Path::new("(built-in modem SIM)"), DEFAULT_SIM)?;
+    let card = EmulatedCard::new(profile.build_card()?, None, None)?;
+    let pty = Pty::open(Some(link)).map_err(io("creating the modem's pty"))?;
+    let mut modem = VirtualModem::new(
+        card,
+        Options {
+            spool: Some(spool.to_path_buf()),
+            loopback: Loopback::None,
+            own_number: Some(SERVICE_NUMBER.into()),
+            ..Options::default()
+        },
+        None,
+    );
+    let modem_stop = Arc::new(AtomicBool::new(false));
+    let modem_thread = {
+        let stop = modem_stop.clone();
+        std::thread::Builder::new()
+            .name("virtual-modem".into())
+            .spawn(move || {
+                let _ = modem.serve(pty, &stop, &mut |_| {});
+            })
+            .map_err(io("starting the virtual modem"))?
+    };
+    Ok(Worker {
+        stop: modem_stop,
+        thread: Some(modem_thread),
+    })
+}
+
 impl World {
     fn start() -> Result<World> {
+        let demo = Rate {
+            count: 20,
+            window: 600,
+        };
+        World::start_with(Channel::Modem, demo)
+    }
+
+    /// The service, the bank and the second channel; `rate` bounds both sessions per
+    /// identifier and codes per number.
+    pub(super) fn start_with(channel: Channel, rate: Rate) -> Result<World> {
         let dir = std::env::temp_dir().join(format!(
             "simlab-demo-otp-{}-{}",
             std::process::id(),
@@ -155,32 +245,10 @@ impl World {
         // The second channel: a virtual modem on a pty, its spool standing for the phone.
         let spool = dir.join("spool");
         let link = dir.join("modem");
-        let profile = Profile::parse(Path::new("(built-in modem SIM)"), DEFAULT_SIM)?;
-        let card = EmulatedCard::new(profile.build_card()?, None, None)?;
-        let pty = Pty::open(Some(&link)).map_err(io("creating the modem's pty"))?;
-        let mut modem = VirtualModem::new(
-            card,
-            Options {
-                spool: Some(spool.clone()),
-                loopback: Loopback::None,
-                own_number: Some(SERVICE_NUMBER.into()),
-                ..Options::default()
-            },
-            None,
-        );
-        let modem_stop = Arc::new(AtomicBool::new(false));
-        let modem_thread = {
-            let stop = modem_stop.clone();
-            std::thread::Builder::new()
-                .name("virtual-modem".into())
-                .spawn(move || {
-                    let _ = modem.serve(pty, &stop, &mut |_| {});
-                })
-                .map_err(io("starting the virtual modem"))?
-        };
-        let modem_worker = Worker {
-            stop: modem_stop,
-            thread: Some(modem_thread),
+        let modem_worker = match channel {
+            Channel::Modem => Some(start_modem(&link, &spool)?),
+            #[cfg(feature = "bench")]
+            Channel::Capture(_) => None,
         };
 
         let store = Store::open(&dir.join("otp.sqlite").to_string_lossy())
@@ -198,8 +266,17 @@ impl World {
             .set_limit(Some(LIMIT))
             .map_err(|e| failed("the policy", e))?;
         let key = MacKey::load_or_create(&dir.join("otp.key")).map_err(|e| failed("key", e))?;
-        let sms = AtBackend::open(&link, OpenOptions::default())
-            .map_err(|e| failed("opening the virtual modem", e))?;
+        let sms: Box<dyn simlab_modem::backend::SmsBackend> = match channel {
+            Channel::Modem => Box::new(
+                AtBackend::open(&link, OpenOptions::default())
+                    .map_err(|e| failed("opening the virtual modem", e))?,
+            ),
+            #[cfg(feature = "bench")]
+            Channel::Capture(bodies) => Box::new(Capture {
+                null: Default::default(),
+                bodies,
+            }),
+        };
         let clock = Arc::new(AtomicI64::new(0));
         let offset = clock.clone();
         let config = Config {
@@ -207,21 +284,15 @@ impl World {
             code_ttl: Duration::from_secs(300),
             digits: 6,
             session_ttl: 900,
-            sessions: Rate {
-                count: 20,
-                window: 600,
-            },
-            codes: Rate {
-                count: 10,
-                window: 600,
-            },
+            sessions: rate,
+            codes: rate,
             bank: Some(bank_url),
             lookup: None,
             clock: Arc::new(move || {
                 simlab_services::pki::now() as i64 + offset.load(Ordering::Relaxed)
             }),
         };
-        let service = Arc::new(OtpService::new(config, store, Box::new(sms)));
+        let service = Arc::new(OtpService::new(config, store, sms));
         let otp_server = bind(&otp_id, "otp")?;
         let url = Url::parse(&otp_server.url())
             .map_err(|e| failed("OTP URL", e))?
@@ -273,14 +344,14 @@ impl World {
         ))
     }
 
-    fn session(&self) -> Result<String> {
+    pub(super) fn session(&self) -> Result<String> {
         let (status, v) = self.call("POST", "/v1/sessions", Some(json!({"identifier": U1})))?;
         ensure(status == 201, &format!("opening a session: {v}"))?;
         Ok(v["session"].as_str().unwrap_or_default().to_string())
     }
 
     /// The SMS the phone got: the n-th message the service's modem sent.
-    fn sms(&self, n: usize) -> Result<Value> {
+    pub(super) fn sms(&self, n: usize) -> Result<Value> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let mut files: Vec<PathBuf> = std::fs::read_dir(self.spool.join("sent"))
@@ -299,7 +370,7 @@ impl World {
         }
     }
 
-    fn sent(&self) -> usize {
+    pub(super) fn sent(&self) -> usize {
         std::fs::read_dir(self.spool.join("sent"))
             .map(|d| {
                 d.flatten()
@@ -309,7 +380,13 @@ impl World {
             .unwrap_or(0)
     }
 
-    fn pay(&self, session: &str, amount: u64, payee: &str, reverse: bool) -> Result<(u16, Value)> {
+    pub(super) fn pay(
+        &self,
+        session: &str,
+        amount: u64,
+        payee: &str,
+        reverse: bool,
+    ) -> Result<(u16, Value)> {
         self.call(
             "POST",
             &format!("/v1/sessions/{session}/payments"),
@@ -321,7 +398,7 @@ impl World {
         )
     }
 
-    fn confirm(
+    pub(super) fn confirm(
         &self,
         session: &str,
         tx: &str,
@@ -341,7 +418,7 @@ impl World {
 }
 
 /// The six digits of an SMS body (what the person reads off the phone).
-fn code_of(sms: &Value) -> String {
+pub(super) fn code_of(sms: &Value) -> String {
     sms["text"]
         .as_str()
         .unwrap_or_default()

@@ -15,6 +15,8 @@ mod mec;
 mod modem;
 mod ms;
 mod otp;
+#[cfg(feature = "bench")]
+mod otp_bench;
 mod otp_service;
 mod pki;
 #[cfg(feature = "bench")]

@@ -41,6 +41,10 @@ Example:
     /// The operator's look-up stub the service asks for identifiers not in its directory.
     #[command(subcommand)]
     Lookup(otp_service::LookupCommand),
+    /// Benchmark: validated transactions per second, with a virtual modem and with no SMS I/O.
+    #[cfg(feature = "bench")]
+    #[command(hide = true)]
+    Bench(super::otp_bench::BenchArgs),
     /// Issue a code for a transaction and send it by SMS; prints the transaction id (never the
     /// code).
     #[command(after_help = "\
@@ -171,6 +175,8 @@ pub fn run(out: &Output, global: &Global, cmd: &OtpCommand) -> Result<i32> {
         OtpCommand::Register(a) => otp_service::register(out, a),
         OtpCommand::Bank(c) => otp_service::bank(out, c),
         OtpCommand::Lookup(c) => otp_service::lookup(out, c),
+        #[cfg(feature = "bench")]
+        OtpCommand::Bench(a) => super::otp_bench::run(out, a),
         OtpCommand::Send {
             to,
             amount,
