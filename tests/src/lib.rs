@@ -480,6 +480,56 @@ pub fn simlab_timeout(args: &[&str], timeout: Duration) -> Output {
     }
 }
 
+/// Runs any command with a deadline.
+pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let ot = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
+    });
+    let et = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        b
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: ot.join().unwrap(),
+        stderr: et.join().unwrap(),
+    }
+}
+
+/// Runs gammu with the configuration `rc` (see [`VirtualModem::gammurc`]), at most 60 s.
+pub fn gammu(rc: &Path, args: &[&str]) -> Output {
+    run_cmd(
+        Command::new(find_tool("gammu").expect("gammu (check with require(\"gammu\") first)"))
+            .arg("-c")
+            .arg(rc)
+            .args(args),
+        Duration::from_secs(60),
+    )
+}
+
 /// A virtual modem (`simlab emulate modem`) on a real pty, with its symlink, spool and stderr
 /// log in a directory of its own; stopped, waited for and cleaned up on drop.
 pub struct VirtualModem {
@@ -537,6 +587,21 @@ impl VirtualModem {
             dir,
             process: Some(process),
         }
+    }
+
+    /// A gammu configuration for this modem (AT connection, gammu's own log beside it).
+    pub fn gammurc(&self) -> PathBuf {
+        let rc = self.dir.join("gammurc");
+        std::fs::write(
+            &rc,
+            format!(
+                "[gammu]\ndevice = {}\nconnection = at\nlogfile = {}\nlogformat = textall\n",
+                self.path(),
+                self.dir.join("gammu.log").display()
+            ),
+        )
+        .expect("gammurc");
+        rc
     }
 
     /// The link as a string, for command lines.

@@ -5,9 +5,7 @@
 //! inject is driven through the CLI here, and through the library in host/emulate/tests/modem.rs.
 
 use serde_json::{Value, json};
-use simlab_hil::{VirtualModem, json, require, simlab_timeout, text, workspace_root};
-use std::io::Read;
-use std::path::Path;
+use simlab_hil::{VirtualModem, gammu, json, require, simlab_timeout, text, workspace_root};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,45 +22,6 @@ fn at(m: &VirtualModem, args: &[&str]) -> Output {
     let mut all = vec!["--modem", m.path()];
     all.extend_from_slice(args);
     run(&all)
-}
-
-/// Runs any command with a deadline.
-fn run_cmd(cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let ot = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out.read_to_end(&mut b);
-        b
-    });
-    let et = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        b
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: ot.join().unwrap(),
-        stderr: et.join().unwrap(),
-    }
 }
 
 fn code(o: &Output) -> i32 {
@@ -87,30 +46,6 @@ its share, and this text goes on for quite a while longer than two of those part
 so that the receiving side has to put three of them back together in the right order before \
 it can show the whole of it.";
 
-fn gammurc(m: &VirtualModem) -> std::path::PathBuf {
-    let rc = m.dir.join("gammurc");
-    std::fs::write(
-        &rc,
-        format!(
-            "[gammu]\ndevice = {}\nconnection = at\nlogfile = {}\nlogformat = textall\n",
-            m.path(),
-            m.dir.join("gammu.log").display()
-        ),
-    )
-    .unwrap();
-    rc
-}
-
-fn gammu(rc: &Path, args: &[&str]) -> Output {
-    run_cmd(
-        Command::new(simlab_hil::find_tool("gammu").unwrap())
-            .arg("-c")
-            .arg(rc)
-            .args(args),
-        T,
-    )
-}
-
 #[test]
 fn gammu_sends_and_reads_through_the_virtual_modem() {
     if !require("gammu") {
@@ -118,7 +53,7 @@ fn gammu_sends_and_reads_through_the_virtual_modem() {
     }
     for profile in ["generic", "huawei", "quectel", "simcom"] {
         let m = VirtualModem::start(&["--profile", profile]);
-        let rc = gammurc(&m);
+        let rc = m.gammurc();
         let o = gammu(&rc, &["identify"]);
         assert!(o.status.success(), "{profile}: {:?}\n{}", text(&o), m.log());
         assert!(text(&o).0.contains("001010000000099"), "{:?}", text(&o));
@@ -167,7 +102,7 @@ fn gammu_to_simlab_multipart() {
         return;
     }
     let m = VirtualModem::start(&[]);
-    let rc = gammurc(&m);
+    let rc = m.gammurc();
     let o = gammu(&rc, &["sendsms", "TEXT", OWN, "-len", "400", "-text", LONG]);
     assert!(o.status.success(), "{:?}\n{}", text(&o), m.log());
     assert_eq!(wait_sent(&m, 3).len(), 3);

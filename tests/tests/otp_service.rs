@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 use simlab_hil::postgres::Postgres;
-use simlab_hil::{Process, VirtualModem, simlab, simlab_bin, text};
+use simlab_hil::{Process, VirtualModem, gammu, require, simlab, simlab_bin, text};
 use simlab_services::http::client::{self, Url};
 use simlab_services::http::tls::ClientTls;
 use std::io::{BufRead, BufReader, Write};
@@ -774,6 +774,101 @@ fn the_reverse_direction_validates_by_sms_from_the_registered_number() {
     }
     assert_eq!(w.register(U1), 15_000);
     w.assert_no_code_in_logs(&[code]);
+}
+
+/// The phone is gammu on a virtual modem of its own, so the SMS on both legs is encoded and
+/// decoded by a client simlab did not write; the test plays the network, carrying each
+/// message from one modem's spool to the other's inbox.
+#[test]
+fn gammu_on_the_phone_reads_the_code_and_sends_it_back() {
+    if !require("gammu") {
+        return;
+    }
+    let w = World::start("gammu", Options::default());
+    let phone = VirtualModem::start(&["--own-number", U1_NUMBER, "--loopback", "none"]);
+    let rc = phone.gammurc();
+
+    // Forward: the server's SMS reaches the phone; gammu reads it; terminal A types the code.
+    let session = w.open(U1);
+    let (status, v) = w.pay(&session, 15_000, "ACME Shop");
+    assert_eq!((status, v["mode"].clone()), (201, json!("secured")), "{v}");
+    let tx = v["transaction"].as_str().unwrap().to_string();
+    w.code(0);
+    let sms = &w.modem.sent()[0];
+    assert_eq!(sms["to"], U1_NUMBER);
+    phone.inbox(
+        "code",
+        &json!({"from": SERVICE_NUMBER, "text": sms["text"]}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let shown = loop {
+        let o = gammu(&rc, &["getallsms"]);
+        let out = text(&o).0;
+        if out.contains("ACME Shop") {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gammu never saw the code: {:?}\n{}",
+            text(&o),
+            phone.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(shown.contains("150.00 EUR"), "{shown}");
+    let code: String = shown
+        .split("Code ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no code in what gammu shows: {shown}"))
+        .chars()
+        .take(6)
+        .collect();
+    let (status, v) = w.confirm(&session, &tx, &code, 15_000, "ACME Shop");
+    assert_eq!(
+        (status, v["status"].clone()),
+        (200, json!("validated")),
+        "{v}"
+    );
+
+    // Reverse: the code shown on terminal A, sent back by gammu from the registered number.
+    let (status, v) = w.call(
+        "POST",
+        &format!("/v1/sessions/{session}/payments"),
+        Some(&json!({"amount": 12_000, "currency": "EUR", "payee": "ACME Shop", "direction": "reverse"})),
+    );
+    assert_eq!((status, v["mode"].clone()), (201, json!("reverse")), "{v}");
+    let back = v["code"].as_str().unwrap().to_string();
+    let tx2 = v["transaction"].as_str().unwrap().to_string();
+    let o = gammu(
+        &rc,
+        &[
+            "sendsms",
+            "TEXT",
+            SERVICE_NUMBER,
+            "-text",
+            &format!("OK {back}"),
+        ],
+    );
+    assert!(o.status.success(), "{:?}\n{}", text(&o), phone.log());
+    let reply = &phone.sent()[0];
+    assert_eq!(reply["to"], SERVICE_NUMBER);
+    w.modem
+        .inbox("reply", &json!({"from": U1_NUMBER, "text": reply["text"]}));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = w.call(
+            "GET",
+            &format!("/v1/sessions/{session}/transactions/{tx2}"),
+            None,
+        );
+        if v["status"] == "validated" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}\n{}", w.log("otp"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(w.register(U1), 27_000);
+    w.assert_no_code_in_logs(&[code, back]);
 }
 
 /// The server on PostgreSQL: the same flow, the rows read back with psql, and the key file
