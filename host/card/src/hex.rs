@@ -53,6 +53,11 @@ fn decode_as(arg: &str, text: &str, secret: bool) -> Result<Vec<u8>> {
         .collect()
 }
 
+/// Decodes a secret of any length: errors never quote what was typed.
+pub fn decode_secret(arg: &str, text: &str) -> Result<Vec<u8>> {
+    decode_as(arg, text, true)
+}
+
 /// Decodes exactly `N` bytes of hex.
 pub fn decode_fixed<const N: usize>(arg: &str, text: &str) -> Result<[u8; N]> {
     fixed(arg, decode_as(arg, text, false)?)

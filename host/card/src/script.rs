@@ -30,6 +30,21 @@ pub const PLACEHOLDERS: &[(&str, &str)] = &[
     ("OPC", "opc (16 bytes)"),
 ];
 
+/// Secrets a recording could not name (a new PIN in CHANGE PIN, a key the profile does not
+/// hold) are `${SECRET1}`, `${SECRET2}` …, filled at replay with `card script --secret`.
+pub const UNNAMED_PREFIX: &str = "SECRET";
+
+/// Whether `name` may stand in a `${…}`: one of [`PLACEHOLDERS`] or `SECRET` and a number.
+pub fn is_placeholder(name: &str) -> bool {
+    PLACEHOLDERS.iter().any(|(n, _)| *n == name)
+        || name.strip_prefix(UNNAMED_PREFIX).is_some_and(|n| {
+            !n.is_empty()
+                && n.len() <= 4
+                && !n.starts_with('0')
+                && n.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
 /// Why a script cannot be used: always with its 1-based line.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {reason}")]
@@ -119,12 +134,13 @@ fn command_pieces(text: &str, line: usize) -> Result<Vec<Piece>, ParseError> {
             });
         };
         let name = &rest[start + 2..start + end];
-        if !PLACEHOLDERS.iter().any(|(n, _)| *n == name) {
+        if !is_placeholder(name) {
             let known: Vec<&str> = PLACEHOLDERS.iter().map(|(n, _)| *n).collect();
             return Err(ParseError {
                 line,
                 reason: format!(
-                    "unknown placeholder ${{{name}}} (known: {})",
+                    "unknown placeholder ${{{name}}} (known: {}, and SECRET1, SECRET2 … for \
+                     secrets given with --secret)",
                     known.join(", ")
                 ),
             });
@@ -418,6 +434,8 @@ mod tests {
         .unwrap();
         assert_eq!(s.steps.len(), 4);
         assert_eq!(s.secrets(), ["ADM1"]);
+        let s = Script::parse("> 00 24 00 01 10 ${PIN1}${SECRET12}\n< 90 00\n").unwrap();
+        assert_eq!(s.secrets(), ["PIN1", "SECRET12"]);
         for (text, line, what) in [
             ("> A0 A4 00 00\n", 1, "without an expected answer"),
             ("< 90 00\n", 1, "without a `>`"),
@@ -434,6 +452,16 @@ mod tests {
                 "> A0 A4 00 00\n> A0 A4 00 00\n< 90 00\n",
                 1,
                 "without an expected answer",
+            ),
+            (
+                "> 00 24 00 01 10 ${SECRET0}\n< 90 00\n",
+                1,
+                "unknown placeholder",
+            ),
+            (
+                "> 00 24 00 01 10 ${SECRETX}\n< 90 00\n",
+                1,
+                "unknown placeholder",
             ),
             ("hello\n", 1, "cannot parse"),
             ("> A0 A4 00 00\n< 90\n", 2, "status word"),

@@ -347,6 +347,97 @@ pub struct Trace {
     redactor: Redactor,
     /// Who speaks: the host sends commands; an emulated card receives them.
     side: Side,
+    format: Format,
+}
+
+/// How a transcript is written: chosen by the file name (`FILE.apdu` is a script).
+enum Format {
+    /// Timestamped, named lines for people (the default).
+    Text,
+    /// The APDU script format of [`crate::script`], so that a session recorded against a real
+    /// card replays in CI with `card script`. Secret command data becomes named placeholders
+    /// and secret answers `..`, by the same rules as the text format's `**`.
+    Script(Recorder),
+}
+
+/// What a script recording knows about the secrets it must hide.
+#[derive(Default)]
+struct Recorder {
+    /// Values a placeholder may stand for, longest first, so that a 16-byte key is not cut by
+    /// an 8-byte code that happens to start it.
+    known: Vec<(String, Vec<u8>)>,
+    /// Secret runs no known value explains: `${SECRETn}` is `unnamed[n - 1]`. Kept so that the
+    /// same value gets the same name all through one recording.
+    unnamed: Vec<Vec<u8>>,
+    /// Something other than the header has been written (`@profile` must come first).
+    started: bool,
+}
+
+/// One stretch of a secret data field.
+enum Segment<'a> {
+    Known(String),
+    Raw(&'a [u8]),
+}
+
+impl Recorder {
+    fn learn(&mut self, name: &str, value: Vec<u8>) {
+        // Too short, or nothing but padding (an unset code: all FF, or all 00), would match
+        // padding and ordinary data everywhere. An ADM of eight equal digits is a real value.
+        if value.len() < 4 || value.iter().all(|&b| b == 0xFF) || value.iter().all(|&b| b == 0) {
+            return;
+        }
+        if self.known.iter().any(|(n, v)| n == name || *v == value) {
+            return;
+        }
+        self.known.push((name.to_string(), value));
+        self.known.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    }
+
+    fn unnamed(&mut self, run: &[u8]) -> String {
+        let n = match self.unnamed.iter().position(|v| v == run) {
+            Some(i) => i + 1,
+            None => {
+                self.unnamed.push(run.to_vec());
+                self.unnamed.len()
+            }
+        };
+        format!("${{{}{n}}}", crate::script::UNNAMED_PREFIX)
+    }
+
+    /// A secret data field as script text: known values as `${NAME}`, and whatever is left
+    /// as `${SECRETn}`, except a single byte beside a known value (the algorithm byte before
+    /// SJA2's K‖OPc, the `01` before SJS1's OPc): format, not key, and at most 8 bits of one.
+    fn field(&mut self, data: &[u8]) -> String {
+        let mut segments = Vec::new();
+        let mut i = 0;
+        let mut raw_from = 0;
+        while i < data.len() {
+            match self.known.iter().find(|(_, v)| data[i..].starts_with(v)) {
+                Some((name, value)) => {
+                    if raw_from < i {
+                        segments.push(Segment::Raw(&data[raw_from..i]));
+                    }
+                    segments.push(Segment::Known(name.clone()));
+                    i += value.len();
+                    raw_from = i;
+                }
+                None => i += 1,
+            }
+        }
+        if raw_from < data.len() {
+            segments.push(Segment::Raw(&data[raw_from..]));
+        }
+        let any_known = segments.iter().any(|s| matches!(s, Segment::Known(_)));
+        let rendered: Vec<String> = segments
+            .into_iter()
+            .map(|s| match s {
+                Segment::Known(name) => format!("${{{name}}}"),
+                Segment::Raw(run) if run.len() == 1 && any_known => spaced(run),
+                Segment::Raw(run) => self.unnamed(run),
+            })
+            .collect();
+        rendered.join(" ")
+    }
 }
 
 /// Which end of the link writes the transcript.
@@ -357,24 +448,77 @@ pub enum Side {
 }
 
 impl Trace {
-    /// Creates (truncates) the trace file.
+    /// Creates (truncates) the trace file; a name ending in `.apdu` records an APDU script
+    /// (see [`Trace::script_to_writer`]), any other the text transcript.
     pub fn create(path: &Path, side: Side) -> Result<Self> {
         let file = std::fs::File::create(path).map_err(|source| Error::Io {
             context: format!("creating trace file {}", path.display()),
             source,
         })?;
-        Ok(Self::to_writer(
-            Box::new(std::io::LineWriter::new(file)),
-            side,
-        ))
+        let out = Box::new(std::io::LineWriter::new(file));
+        Ok(if path.extension().is_some_and(|e| e == "apdu") {
+            Self::script_to_writer(out, side)
+        } else {
+            Self::to_writer(out, side)
+        })
     }
 
-    /// A trace into any writer (tests use a buffer).
+    /// A text trace into any writer (tests use a buffer).
     pub fn to_writer(out: Box<dyn Write + Send>, side: Side) -> Self {
         Trace {
             out,
             redactor: Redactor::default(),
             side,
+            format: Format::Text,
+        }
+    }
+
+    /// A recording in the APDU script format: `> command` and `< answer` per exchange, `@reset`
+    /// for a reset, secrets as placeholders that `card script --profile P` (or `--secret`)
+    /// fills at replay. Tell it the secrets it may name with [`Trace::know_profile`].
+    pub fn script_to_writer(out: Box<dyn Write + Send>, side: Side) -> Self {
+        let mut t = Trace {
+            out,
+            redactor: Redactor::default(),
+            side,
+            format: Format::Script(Recorder::default()),
+        };
+        let _ = writeln!(
+            t.out,
+            "# recorded by simlab {} on the {} side, {}\n\
+             # secrets stand as ${{NAME}}: replay with simlab card script FILE --profile PROFILE.toml\n\
+             # (and --secret SECRETn=HEX for any ${{SECRETn}}); secret answers are `..`",
+            env!("CARGO_PKG_VERSION"),
+            match side {
+                Side::Host => "host",
+                Side::Card => "card",
+            },
+            timestamp()
+        );
+        t
+    }
+
+    /// Whether this is a script recording (which wants [`Trace::know_profile`]).
+    pub fn is_script(&self) -> bool {
+        matches!(self.format, Format::Script(_))
+    }
+
+    /// The card profile this session's secrets come from: a script recording names its
+    /// values (ADM1, PIN1, PUK1, PIN2, PUK2, KI, OPC); the first profile told wins a name.
+    /// Call before the first exchange; `card_file` (the emulated card's profile, if the card
+    /// is one) becomes the script's `@profile`. A text trace needs none of this: it blanks.
+    pub fn know_profile(&mut self, profile: &crate::profile::Profile, card_file: Option<&str>) {
+        let Format::Script(r) = &mut self.format else {
+            return;
+        };
+        for (name, _) in crate::script::PLACEHOLDERS {
+            if let Some(value) = crate::script::profile_secret(profile, name) {
+                r.learn(name, value);
+            }
+        }
+        if let Some(file) = card_file.filter(|_| !r.started) {
+            r.started = true;
+            let _ = writeln!(self.out, "@profile {file}");
         }
     }
 
@@ -382,6 +526,30 @@ impl Trace {
     /// session the trace is only observing.
     pub fn exchange(&mut self, capdu: &[u8], rapdu: &[u8]) {
         let decoded = self.redactor.decode(capdu);
+        if let Format::Script(r) = &mut self.format {
+            r.started = true;
+            let cmd = if decoded.secret {
+                script_command(r, capdu)
+            } else {
+                spaced(capdu)
+            };
+            if rapdu.len() < 2 {
+                let _ = writeln!(
+                    self.out,
+                    "# > {cmd}\n# (no status word came back: {} byte(s))",
+                    rapdu.len()
+                );
+                return;
+            }
+            let n = rapdu.len() - 2;
+            let answer = if decoded.secret_response && n > 0 {
+                format!("{} {}", vec![".."; n].join(" "), spaced(&rapdu[n..]))
+            } else {
+                spaced(rapdu)
+            };
+            let _ = writeln!(self.out, "> {cmd}\n< {answer}");
+            return;
+        }
         let (to_card, from_card) = match self.side {
             Side::Host => (">>", "<<"),
             Side::Card => ("<<", ">>"),
@@ -401,10 +569,41 @@ impl Trace {
         );
     }
 
-    /// Records an event that is not an APDU (power, reset, connection).
+    /// Records an event that is not an APDU (power, reset, connection); in a script, a reset
+    /// is `@reset` and anything else a comment.
     pub fn note(&mut self, what: &str) {
+        if let Format::Script(r) = &mut self.format {
+            r.started = true;
+            let _ = if what == "reset" {
+                writeln!(self.out, "@reset")
+            } else {
+                writeln!(self.out, "# {what}")
+            };
+            return;
+        }
         let _ = writeln!(self.out, "{} -- {what}", timestamp());
     }
+}
+
+/// A command with secret data as script text: header and length fields as they are, the data
+/// through the recorder. An APDU that does not parse keeps only its header in clear.
+fn script_command(r: &mut Recorder, capdu: &[u8]) -> String {
+    if capdu.len() <= 4 {
+        return spaced(capdu);
+    }
+    let Ok(cmd) = simlab_applet::Command::parse(capdu) else {
+        return format!("{} {}", spaced(&capdu[..4]), r.field(&capdu[4..]));
+    };
+    if cmd.data.is_empty() {
+        return spaced(capdu);
+    }
+    let data_start = 4 + if cmd.extended { 3 } else { 1 };
+    let data_end = data_start + cmd.data.len();
+    let mut parts = vec![spaced(&capdu[..data_start]), r.field(cmd.data)];
+    if data_end < capdu.len() {
+        parts.push(spaced(&capdu[data_end..]));
+    }
+    parts.join(" ")
 }
 
 fn spaced(bytes: &[u8]) -> String {
@@ -718,5 +917,98 @@ mod redaction {
         assert_absent(&text, "DE AD BE EF");
         assert_absent(&text, "01 02 03");
         assert_absent(&text, "CA FE");
+    }
+
+    #[test]
+    fn a_script_recording_names_its_secrets_and_replays_as_a_script() {
+        let profile = crate::profile::Profile::parse(
+            Path::new("isim.toml"),
+            "card_type = \"sysmoISIM-SJA2\"\niccid = \"8988211000000530140\"\n\
+             imsi = \"001010123456789\"\nki = \"465b5ce8b199b49faa5f0a2ee238a6bc\"\n\
+             algorithm = \"milenage\"\nopc = \"cd63cb71954a9f4e48a5994e37a02baf\"\n\
+             pin1 = \"1234\"\npuk1 = \"12345678\"\nadm1 = \"88888888\"\n",
+        )
+        .unwrap();
+        let buf = Buf::default();
+        let mut t = Trace::script_to_writer(Box::new(buf.clone()), Side::Host);
+        t.know_profile(&profile, Some("isim-sja2-milenage.toml"));
+        let verify_adm = [&[0x00, 0x20, 0x00, 0x0A, 0x08][..], b"88888888"].concat();
+        t.exchange(&verify_adm, &[0x90, 0x00]);
+        t.exchange(&[0x00, 0xA4, 0x00, 0x04, 0x02, 0xA5, 0x15], &[0x61, 0x20]);
+        t.exchange(&[0x00, 0xA4, 0x00, 0x04, 0x02, 0x6F, 0x20], &[0x61, 0x20]);
+        let keys = [
+            &[0x00, 0xD6, 0x00, 0x00, 0x21, 0x04][..],
+            &profile.ki,
+            &profile.opc.unwrap(),
+        ]
+        .concat();
+        t.exchange(&keys, &[0x90, 0x00]);
+        // CHANGE PIN: the old PIN is the profile's, the new one nobody told the recorder.
+        let change = [
+            &[0x00, 0x24, 0x00, 0x01, 0x10][..],
+            &profile.pin1,
+            b"5678\xFF\xFF\xFF\xFF",
+        ]
+        .concat();
+        t.exchange(&change, &[0x90, 0x00]);
+        t.note("reset");
+        t.exchange(
+            &[
+                0xA0, 0x88, 0x00, 0x00, 0x10, 0x23, 0x55, 0x3C, 0xBE, 0x96, 0x37, 0xA8, 0x9D, 0x21,
+                0x8A, 0xE6, 0x4D, 0xAE, 0x47, 0xBF, 0x35,
+            ],
+            &[0x9F, 0x0C],
+        );
+        let kc = [0xA0, 0xC0, 0x00, 0x00, 0x0C];
+        t.exchange(&kc, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x90, 0x00]);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        for secret in [
+            "38 38 38 38",
+            "46 5B 5C E8",
+            "CD 63 CB 71",
+            "31 32 33 34",
+            "35 36 37 38",
+            "05 06 07 08",
+        ] {
+            assert_absent(&text, secret);
+        }
+        assert!(text.contains("> 00 20 00 0A 08 ${ADM1}\n< 90 00"), "{text}");
+        assert!(
+            text.contains("> 00 D6 00 00 21 04 ${KI} ${OPC}\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("> 00 24 00 01 10 ${PIN1} ${SECRET1}\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("< .. .. .. .. .. .. .. .. .. .. .. .. 90 00"),
+            "{text}"
+        );
+        assert!(text.contains("> 00 A4 00 04 02 A5 15\n< 61 20"), "{text}");
+        let script = crate::script::Script::parse(&text).unwrap();
+        assert_eq!(
+            script.steps.first(),
+            Some(&crate::script::Step::Profile(
+                "isim-sja2-milenage.toml".into()
+            ))
+        );
+        assert!(script.steps.contains(&crate::script::Step::Reset));
+        assert_eq!(script.secrets(), ["ADM1", "KI", "OPC", "PIN1", "SECRET1"]);
+    }
+
+    #[test]
+    fn a_lone_secret_byte_is_not_written_and_repeated_values_keep_their_name() {
+        let mut r = Recorder::default();
+        r.learn("PIN1", b"1234\xFF\xFF\xFF\xFF".to_vec());
+        r.learn("PIN2", vec![0xFF; 8]); // an unset code names nothing
+        assert_eq!(r.field(&[0x42]), "${SECRET1}");
+        assert_eq!(r.field(&[0xFF; 8]), "${SECRET2}");
+        assert_eq!(r.field(&[0x42]), "${SECRET1}");
+        assert_eq!(r.field(b"\x011234\xFF\xFF\xFF\xFF"), "01 ${PIN1}");
+        assert_eq!(
+            r.field(b"\x01\x021234\xFF\xFF\xFF\xFF"),
+            "${SECRET3} ${PIN1}"
+        );
     }
 }

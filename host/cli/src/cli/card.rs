@@ -111,9 +111,15 @@ Examples:
     #[command(after_help = "\
 The script is sent as written (it carries its own GET RESPONSEs); the first answer that differs
 stops the replay with exit 1 and names the line. Secrets in the script are named placeholders
-filled from --profile: ${ADM1}, ${PIN1}, ${PUK1}, ${PIN2}, ${PUK2}, ${KI}, ${OPC}. A malformed
-script is refused with its line number (exit 2) before anything reaches the card. See
-fixtures/apdu/README.md.
+filled from --profile: ${ADM1}, ${PIN1}, ${PUK1}, ${PIN2}, ${PUK2}, ${KI}, ${OPC}; and
+${SECRET1}, ${SECRET2} … (secrets a recording could not name) from --secret. A malformed
+script, or one whose placeholders cannot all be filled, is refused with its line number (exit 2)
+before anything reaches the card. See fixtures/apdu/README.md.
+
+Recording: --trace FILE.apdu on any card command writes this format (secrets as placeholders,
+secret answers as `..`), so a session with a real card becomes a CI fixture:
+  simlab --reader 0 --trace prog.apdu card provision --profile my-card.toml
+  simlab --emulate my-blank.toml card script prog.apdu --profile my-card.toml
 
 Example:
   simlab --emulate fixtures/cards/blank-sjs1.toml card script fixtures/apdu/program-sjs1.apdu")]
@@ -124,6 +130,10 @@ Example:
         /// The card profile whose secrets fill the script's placeholders.
         #[arg(long, value_name = "PROFILE.toml")]
         profile: Option<std::path::PathBuf>,
+        /// A placeholder's value, NAME=HEX, NAME=env:VAR or NAME=- (stdin); before the
+        /// profile's. For a recording's ${SECRETn} (repeat).
+        #[arg(long, value_name = "NAME=HEX")]
+        secret: Vec<String>,
     },
     /// Provision programmable SIMs: one card from a profile, or a batch from a CSV over several
     /// readers in parallel.
@@ -309,9 +319,29 @@ pub fn open_transport_stateful(
 /// A link over `transport`, traced when --trace was given; for commands that are not SIM
 /// sessions (the token applet), too.
 pub fn open_link(transport: Box<dyn Transport>, global: &Global) -> Result<Link> {
+    open_link_knowing(transport, global, None)
+}
+
+/// As [`open_link`]; a script recording (`--trace FILE.apdu`) names the secrets of `first`
+/// (the profile being written, in provisioning), then those of the emulated card's profile.
+fn open_link_knowing(
+    transport: Box<dyn Transport>,
+    global: &Global,
+    first: Option<&Profile>,
+) -> Result<Link> {
     let mut link = Link::new(transport);
     if let Some(path) = &global.trace {
-        link.set_trace(Trace::create(path, Side::Host)?);
+        let mut trace = Trace::create(path, Side::Host)?;
+        if trace.is_script() {
+            if let Some(p) = first {
+                trace.know_profile(p, None);
+            }
+            if let Some(card) = &global.emulate {
+                let file = card.file_name().map(|f| f.to_string_lossy().into_owned());
+                trace.know_profile(&Profile::load(card)?, file.as_deref());
+            }
+        }
+        link.set_trace(trace);
     }
     Ok(link)
 }
@@ -503,8 +533,12 @@ pub fn run(out: &Output, global: &Global, cmd: &CardCommand) -> Result<i32> {
     }
     match cmd {
         CardCommand::Apdu { apdus, raw } => return apdu_command(out, global, apdus, *raw),
-        CardCommand::Script { file, profile } => {
-            return script_command(out, global, file, profile.as_deref());
+        CardCommand::Script {
+            file,
+            profile,
+            secret,
+        } => {
+            return script_command(out, global, file, profile.as_deref(), secret);
         }
         _ => {}
     }
@@ -937,7 +971,7 @@ fn provision_command(
                 hex::encode(&atr)
             ),
         })?;
-    let mut sim = Sim::open(open_link(transport, global)?)?;
+    let mut sim = Sim::open(open_link_knowing(transport, global, Some(&target.profile))?)?;
     let plan = provision::plan(&mut sim, driver, &target)?;
     if dry_run {
         out.result(
@@ -1037,8 +1071,29 @@ fn script_command(
     global: &Global,
     file: &Path,
     profile: Option<&Path>,
+    given: &[String],
 ) -> Result<i32> {
     use simlab_card::script::{self, ReplayError, Script};
+    let mut given_values: Vec<(String, Vec<u8>)> = Vec::new();
+    for g in given {
+        let Some((name, value)) = g.split_once('=') else {
+            return Err(Error::arg("--secret", "expected NAME=HEX"));
+        };
+        if !script::is_placeholder(name) {
+            return Err(Error::arg(
+                "--secret",
+                format!(
+                    "{name:?} is not a placeholder (ADM1, PIN1, PUK1, PIN2, PUK2, KI, OPC, SECRETn)"
+                ),
+            ));
+        }
+        let value = super::secret_arg("--secret", value)?;
+        let bytes = hex::decode_secret(&format!("--secret {name}"), &value)?;
+        if bytes.is_empty() {
+            return Err(Error::arg("--secret", format!("{name} is empty")));
+        }
+        given_values.push((name.to_string(), bytes));
+    }
     let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
         context: format!("reading {}", file.display()),
         source,
@@ -1046,19 +1101,26 @@ fn script_command(
     let parsed = Script::parse(&text)
         .map_err(|e| Error::arg("FILE.apdu", format!("{}: {e}", file.display())))?;
     let profile = profile.map(Profile::load).transpose()?;
-    if let Some(missing) = parsed.secrets().into_iter().find(|n| {
-        profile
-            .as_ref()
-            .is_none_or(|p| script::profile_secret(p, n).is_none())
-    }) {
+    let secret = |n: &str| {
+        given_values
+            .iter()
+            .find(|(g, _)| g == n)
+            .map(|(_, v)| v.clone())
+            .or_else(|| profile.as_ref().and_then(|p| script::profile_secret(p, n)))
+    };
+    if let Some(missing) = parsed.secrets().into_iter().find(|n| secret(n).is_none()) {
+        let how = if missing.starts_with(script::UNNAMED_PREFIX) {
+            format!("give it with --secret {missing}=HEX")
+        } else {
+            format!("give a profile that has it, or --secret {missing}=HEX")
+        };
         return Err(Error::arg(
             "--profile",
-            format!("the script uses ${{{missing}}}: give a profile that has it"),
+            format!("the script uses ${{{missing}}}: {how}"),
         ));
     }
     let (transport, _) = open_transport(global, out)?;
     let mut link = open_link(transport, global)?;
-    let secret = |n: &str| profile.as_ref().and_then(|p| script::profile_secret(p, n));
     match script::replay(&parsed, &mut link, &secret) {
         Ok(done) => {
             out.result(

@@ -77,11 +77,18 @@ pub fn run(out: &Output, global: &Global, cmd: &EmulateCommand) -> Result<i32> {
                 ));
             }
             let profile = Profile::load(profile)?;
-            let trace = global
-                .trace
-                .as_deref()
-                .map(|p| Trace::create(p, Side::Card))
-                .transpose()?;
+            let trace = match global.trace.as_deref() {
+                Some(path) => {
+                    let mut trace = Trace::create(path, Side::Card)?;
+                    let file = profile
+                        .path
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned());
+                    trace.know_profile(&profile, file.as_deref());
+                    Some(trace)
+                }
+                None => None,
+            };
             let mut card = EmulatedCard::new(profile.build_card()?, state.as_deref(), trace)?
                 .with_latency(std::time::Duration::from_millis(*latency));
             vpcd::install_ctrl_c(&STOP).map_err(|source| Error::Io {

@@ -115,6 +115,8 @@ pub struct Global {
 
     /// Write a transcript to this file: every APDU (time, direction, command name) and, for
     /// modem commands, every AT exchange. PINs, ADM keys, key material and OTP codes are blanked.
+    /// A FILE.apdu records an APDU script instead, with secrets as ${NAME} placeholders, that
+    /// `card script` replays (see `simlab card script --help`).
     #[arg(long, global = true, value_name = "FILE", value_parser = file_arg)]
     pub trace: Option<PathBuf>,
 
