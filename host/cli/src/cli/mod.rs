@@ -11,6 +11,7 @@ mod demo_roaming;
 mod emulate;
 mod emulate_modem;
 mod gateway;
+mod lab;
 mod mec;
 mod modem;
 mod ms;
@@ -196,6 +197,10 @@ enum Command {
     /// Run an emulator: the card model as a virtual card behind pcscd (vpcd).
     #[command(subcommand)]
     Emulate(emulate::EmulateCommand),
+    /// A whole virtual bench (a private pcscd, cards, modems) for other projects' tests:
+    /// `lab run -- COMMAND`, or `lab up` / `lab down`.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
     /// The AuC (seed 000): subscriber keys, GSM triplets and UMTS quintets for gateways.
     #[command(subcommand)]
     Auc(auc::AucCommand),
@@ -305,6 +310,7 @@ pub fn main() -> i32 {
         Command::Sms(cmd) => sms::run(&out, &cli.global, &cmd),
         Command::Otp(cmd) => otp::run(&out, &cli.global, &cmd),
         Command::Emulate(cmd) => emulate::run(&out, &cli.global, &cmd),
+        Command::Lab(cmd) => lab::run(&out, &cli.global, &cmd),
         Command::Auc(cmd) => auc::run(&out, &cli.global, &cmd),
         Command::Gateway(cmd) => gateway::run(&out, &cli.global, &cmd),
         Command::Seller(cmd) => seller::run(&out, &cli.global, &cmd),
