@@ -130,9 +130,6 @@ pub fn free_ports(n: usize) -> Result<u16, LabError> {
 pub struct Pcscd {
     child: Child,
     socket: PathBuf,
-    /// A system pcscd's pid file as it was before ours started (pcscd rewrites it, and
-    /// removes it when it stops).
-    system_pid_file: Option<Vec<u8>>,
     pub base_port: u16,
     pub readers: usize,
 }
@@ -144,7 +141,7 @@ impl Pcscd {
         let pcscd = find_pcscd()?;
         check_vpcd()?;
         let io = |context: String| move |source| LabError::Io { context, source };
-        let conf = dir.join("reader.conf.d");
+        let conf = dir.join(CONF_DIR);
         std::fs::create_dir_all(&conf).map_err(io(format!("creating {}", conf.display())))?;
         let entries = readers.div_ceil(SLOTS);
         let mut text = String::from("# Written by simlab lab for its own pcscd.\n");
@@ -176,7 +173,6 @@ impl Pcscd {
         let fd = listener.as_raw_fd();
         let log = std::fs::File::create(dir.join("pcscd.log"))
             .map_err(io(format!("creating {}/pcscd.log", dir.display())))?;
-        let system_pid_file = std::fs::read(SYSTEM_PID_FILE).ok();
 
         // LISTEN_PID must be pcscd's own pid, known only after the fork: a shell sets it to
         // its `$$` and then becomes pcscd with exec, keeping that pid.
@@ -209,7 +205,6 @@ impl Pcscd {
         let mut me = Pcscd {
             child,
             socket,
-            system_pid_file,
             base_port,
             readers,
         };
@@ -247,19 +242,41 @@ impl Pcscd {
     pub fn stop(&mut self) {
         self.child.stop(Duration::from_secs(5));
         let _ = std::fs::remove_file(&self.socket);
-        if let Some(before) = self.system_pid_file.take() {
-            let pid: Option<libc::pid_t> = std::str::from_utf8(&before)
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            // SAFETY: kill with signal 0 only asks whether the pid exists.
-            let alive = pid.is_some_and(|p| p > 0 && unsafe { libc::kill(p, 0) } == 0);
-            if alive && std::fs::read(SYSTEM_PID_FILE).ok().as_ref() != Some(&before) {
-                let tmp = Path::new(SYSTEM_PID_FILE).with_extension("pid.simlab");
-                if std::fs::write(&tmp, &before).is_ok() {
-                    let _ = std::fs::rename(&tmp, SYSTEM_PID_FILE);
-                }
-            }
-        }
+        restore_system_pid_file();
+    }
+}
+
+/// What marks a bench's pcscd on its command line: its configuration directory's name.
+const CONF_DIR: &str = "simlab-lab-reader.conf.d";
+
+/// A pcscd that is not a bench's (a system one), by its command line in /proc.
+fn system_pcscd() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let ours = String::from_utf8_lossy(&cmdline).contains(CONF_DIR);
+        (comm.trim() == "pcscd" && !cmdline.is_empty() && !ours).then_some(pid)
+    })
+}
+
+/// A bench's pcscd rewrites `/run/pcscd/pcscd.pid` when it starts and removes it when it
+/// stops, whoever wrote it. When a system pcscd runs and the file does not name it any more,
+/// it is written back as pcscd writes it. Done after every bench, so that benches stopping in
+/// any order leave the system's pid file as it was.
+fn restore_system_pid_file() {
+    let Some(pid) = system_pcscd() else { return };
+    let named: Option<u32> = std::fs::read_to_string(SYSTEM_PID_FILE).ok().and_then(|s| {
+        s.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+            .parse()
+            .ok()
+    });
+    if named == Some(pid) {
+        return;
+    }
+    let tmp = Path::new(SYSTEM_PID_FILE).with_extension("pid.simlab");
+    if std::fs::write(&tmp, format!("{pid}\n\0")).is_ok() {
+        let _ = std::fs::rename(&tmp, SYSTEM_PID_FILE);
     }
 }
 
