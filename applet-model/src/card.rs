@@ -6,12 +6,21 @@
 //! commands that produce data as a side effect (SELECT, RUN GSM ALGORITHM, AUTHENTICATE) leave it
 //! waiting for GET RESPONSE, and a wrong Le is answered with the right one (`6Cxx`/`67xx`), so a
 //! host's T=0 handling is exercised by the model exactly as by a real card.
+//!
+//! [`Card`] is the outside: construction, personalisation, persistent state and `process`.
+//! Logical channels, GET RESPONSE and which application a command reaches are the dispatcher's
+//! (`dispatch`); the file system's commands are here, as the `FileSystem` application
+//! over the shared `CardState`.
 
 use crate::algo::Algorithm;
 use crate::apdu::Command;
 pub use crate::auth::Keys;
 use crate::auth::{AkaError, SqnWindow, Subscriber};
-use crate::chv::{ChvError, PIN_LEN, Pin, Secret};
+use crate::card_manager::{ARAM_AID, CardManager, ISD_AID};
+use crate::chv::{PIN_LEN, Pin, Secret};
+use crate::dispatch::{
+    AppId, Application, Apps, Ctx, Cursor, Dialect, Dispatcher, Fail, Handled, Out,
+};
 use crate::fs::{self, Access, Arena, Kind, idx};
 use crate::state;
 use crate::status::Status;
@@ -108,100 +117,6 @@ impl Config {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Dialect {
-    /// TS 51.011, CLA A0.
-    Gsm,
-    /// TS 102 221, CLA 00 / 80.
-    Uicc,
-}
-
-/// What went wrong, before it is spelled in one dialect or the other.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fail {
-    NotFound,
-    NoEf,
-    Security,
-    OutOfRange,
-    RecordNotFound,
-    WrongLe(usize),
-    WrongLc,
-    Structure,
-    BadP1P2,
-    BadData,
-    UnknownReference,
-    Blocked,
-    WrongCode(u8),
-    Contradiction,
-    NoResponse,
-    Invalidated,
-    Raw(Status),
-}
-
-impl Fail {
-    fn status(self, d: Dialect) -> Status {
-        let gsm = d == Dialect::Gsm;
-        match self {
-            Fail::NotFound if gsm => Status::GsmFileNotFound,
-            Fail::NotFound => Status::FileNotFound,
-            Fail::NoEf if gsm => Status::GsmNoEfSelected,
-            Fail::NoEf => Status::NoCurrentEf,
-            Fail::Security if gsm => Status::GsmAccessDenied,
-            Fail::Security => Status::SecurityNotSatisfied,
-            Fail::OutOfRange if gsm => Status::GsmOutOfRange,
-            Fail::OutOfRange => Status::WrongP1P2,
-            Fail::RecordNotFound if gsm => Status::GsmOutOfRange,
-            Fail::RecordNotFound => Status::RecordNotFound,
-            Fail::WrongLe(n) if gsm => Status::GsmWrongP3(n as u8),
-            Fail::WrongLe(n) => Status::WrongLe(n as u8),
-            Fail::WrongLc => Status::WrongLength,
-            Fail::Structure if gsm => Status::GsmFileInconsistent,
-            Fail::Structure => Status::IncompatibleFileStructure,
-            Fail::BadP1P2 if gsm => Status::WrongP1P2,
-            Fail::BadP1P2 => Status::IncorrectP1P2,
-            Fail::BadData if gsm => Status::WrongP1P2,
-            Fail::BadData => Status::IncorrectData,
-            Fail::UnknownReference if gsm => Status::WrongP1P2,
-            Fail::UnknownReference => Status::ReferenceNotFound,
-            Fail::Blocked if gsm => Status::GsmChvBlocked,
-            Fail::Blocked => Status::AuthMethodBlocked,
-            Fail::WrongCode(_) if gsm => Status::GsmAccessDenied,
-            Fail::WrongCode(n) => Status::VerifyFailed { tries_left: n },
-            Fail::Contradiction if gsm => Status::GsmChvContradiction,
-            Fail::Contradiction => Status::ConditionsNotSatisfied,
-            Fail::NoResponse if gsm => Status::NoPreciseDiagnosis,
-            Fail::NoResponse => Status::ConditionsNotSatisfied,
-            Fail::Invalidated if gsm => Status::GsmInvalidated,
-            Fail::Invalidated => Status::ReferenceDataInvalidated,
-            Fail::Raw(s) => s,
-        }
-    }
-}
-
-impl From<ChvError> for Fail {
-    fn from(e: ChvError) -> Self {
-        match e {
-            ChvError::Wrong { tries_left } => Fail::WrongCode(tries_left),
-            ChvError::Blocked => Fail::Blocked,
-            ChvError::BadFormat => Fail::BadData,
-        }
-    }
-}
-
-/// What a command handler produced.
-enum Out {
-    /// Nothing but 9000.
-    Done,
-    /// `n` bytes of the scratch buffer, returned now.
-    Data(usize),
-    /// `n` bytes of the scratch buffer, kept for GET RESPONSE (T=0 case 4).
-    Pending(usize),
-    /// `n` bytes of the scratch buffer returned now, more still pending (61xx).
-    Partial(usize),
-}
-
-type Handled = Result<Out, Fail>;
-
 /// Which secret code a VERIFY-family command addresses.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum CodeRef {
@@ -210,38 +125,38 @@ enum CodeRef {
     Adm1,
 }
 
-/// The card model.
+/// The card model: the shared state its applications work on, the token applet's own state,
+/// and the dispatcher that owns logical channels (see `dispatch`).
 #[derive(Clone)]
 pub struct Card {
-    arena: Arena,
-    sub: Subscriber,
+    state: CardState,
     token: Token,
+    dispatcher: Dispatcher,
+    atr: [u8; ATR_MAX],
+    atr_len: usize,
+}
+
+/// What the applications share: one file system, one set of codes and subscriber keys. The
+/// file system's cursor (current DF, EF, record, ADF) is the channel's, swapped in by the
+/// dispatcher for the command's duration.
+#[derive(Clone)]
+pub(crate) struct CardState {
+    pub(crate) arena: Arena,
+    pub(crate) sub: Subscriber,
     pin1: Pin,
     pin2: Pin,
     adm1: Secret,
     adm1_verified: bool,
-    atr: [u8; ATR_MAX],
-    atr_len: usize,
-    card_type: CardType,
+    pub(crate) card_type: CardType,
     /// Set whenever state that must survive a power cut changes; see [`Card::take_dirty`].
     dirty: bool,
     /// Files switched off by DEACTIVATE FILE (one bit per file index), persistent.
     deactivated: [u8; DEACTIVATED_LEN],
-    // Volatile state, lost on reset.
-    /// The working state of the channel the current command came on; the others wait in
-    /// `channels` (see [`Card::process`]).
-    current_df: u8,
-    current_ef: Option<u8>,
+    // The cursor of the channel the current command came on.
+    pub(crate) current_df: u8,
+    pub(crate) current_ef: Option<u8>,
     record: u8,
-    app: App,
-    /// The token applet is selected: CLA 00/80 commands other than SELECT and GET RESPONSE go
-    /// to it.
-    token_active: bool,
-    channels: [Channel; CHANNELS],
-    /// Which channel the pending response belongs to.
-    pending_channel: u8,
-    pending: [u8; 256],
-    pending_len: usize,
+    pub(crate) app: App,
 }
 
 /// Logical channels 0–3 (ISO 7816-4 5.4.1 first interindustry CLA); channel 0 is always open.
@@ -250,10 +165,12 @@ pub const CHANNELS: usize = 4;
 /// Bytes of the persistent deactivation bitmap.
 pub const DEACTIVATED_LEN: usize = fs::FILE_COUNT.div_ceil(8);
 
-/// The application selected on a channel: it decides what 7FFF means, which AUTHENTICATE
-/// contexts exist and what STATUS reports.
+/// The application the channel's file-system cursor is in: it decides what 7FFF means, which
+/// AUTHENTICATE contexts exist and what STATUS reports. (Which application gets the channel's
+/// commands is the dispatcher's `AppId`; the card manager's ISD and ARA-M show here too, since
+/// the file system beneath them answers with this cursor.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum App {
+pub(crate) enum App {
     None,
     Usim,
     Isim,
@@ -263,79 +180,32 @@ enum App {
     AraM,
 }
 
-/// The ISD's AID (GP 2.3 H.1).
-const ISD_AID: [u8; 8] = [0xA0, 0x00, 0x00, 0x01, 0x51, 0x00, 0x00, 0x00];
-/// ARA-M's AID (GP SE Access Control 1.1).
-const ARAM_AID: [u8; 9] = [0xA0, 0x00, 0x00, 0x01, 0x51, 0x41, 0x43, 0x4C, 0x00];
-
-/// The dialect and logical channel of a CLA (ISO 7816-4 5.4.1, TS 102 221 10.1.1): A0 is the
-/// GSM SIM on the basic channel; 0X/8X/9X carry channels 0–3 in b2b1; 4X–7X and CX–FX the
-/// extended channels 4–19, which this card does not open.
-fn classify(cla: u8) -> Result<(Dialect, u8), Status> {
-    match cla {
-        0xA0 => Ok((Dialect::Gsm, 0)),
-        c if c & 0x40 == 0 => {
-            if c & 0x20 != 0 || c & 0x0C != 0 {
-                // RFU, or secure messaging, which no application here speaks.
-                return Err(Status::ClaNotSupported);
-            }
-            Ok((Dialect::Uicc, c & 0x03))
-        }
-        c if c & 0x20 != 0 => Err(Status::ClaNotSupported),
-        c => Ok((Dialect::Uicc, 4 + (c & 0x0F))),
-    }
-}
-
-/// What one logical channel remembers between its commands.
-#[derive(Clone, Copy, Debug)]
-struct Channel {
-    open: bool,
-    df: u8,
-    ef: Option<u8>,
-    record: u8,
-    app: App,
-    token: bool,
-}
-
-impl Channel {
-    const CLOSED: Channel = Channel {
-        open: false,
-        df: idx::MF,
-        ef: None,
-        record: 0,
-        app: App::None,
-        token: false,
-    };
-}
-
 impl Card {
     /// A card with empty (all-FF) files; fill them with [`Card::personalize`].
     pub fn new(config: &Config) -> Self {
         let atr_len = config.atr_len.min(ATR_MAX);
         let mut card = Card {
-            arena: Arena::new(config.card_type),
-            sub: Subscriber::new(config.keys.clone(), config.sqn),
+            state: CardState {
+                arena: Arena::new(config.card_type),
+                sub: Subscriber::new(config.keys.clone(), config.sqn),
+                card_type: config.card_type,
+                pin1: Pin::new(config.pin1, config.puk1, config.pin1_enabled),
+                pin2: Pin::new(config.pin2, config.puk2, true),
+                adm1: Secret::new(config.adm1, config.adm1_tries),
+                adm1_verified: false,
+                dirty: false,
+                deactivated: [0; DEACTIVATED_LEN],
+                current_df: idx::MF,
+                current_ef: None,
+                record: 0,
+                app: App::None,
+            },
             token: Token::new(&config.token_seed),
-            card_type: config.card_type,
-            pin1: Pin::new(config.pin1, config.puk1, config.pin1_enabled),
-            pin2: Pin::new(config.pin2, config.puk2, true),
-            adm1: Secret::new(config.adm1, config.adm1_tries),
-            adm1_verified: false,
+            dispatcher: Dispatcher::new(),
             atr: config.atr,
             atr_len,
-            dirty: false,
-            deactivated: [0; DEACTIVATED_LEN],
-            current_df: idx::MF,
-            current_ef: None,
-            record: 0,
-            app: App::None,
-            token_active: false,
-            channels: [Channel::CLOSED; CHANNELS],
-            pending_channel: 0,
-            pending: [0; 256],
-            pending_len: 0,
         };
-        let arena = &mut card.arena;
+        let arena = &mut card.state.arena;
         fs::factory(config.card_type, |file, offset, bytes| {
             if let Some(dst) = arena
                 .content_mut(file)
@@ -350,7 +220,7 @@ impl Card {
 
     /// Which programmable card this is.
     pub fn card_type(&self) -> CardType {
-        self.card_type
+        self.state.card_type
     }
 
     /// The answer to reset.
@@ -360,18 +230,12 @@ impl Card {
 
     /// A warm or cold reset: selection, pending response and every verification are lost.
     pub fn reset(&mut self) {
-        self.current_df = idx::MF;
-        self.current_ef = None;
-        self.record = 0;
-        self.app = App::None;
-        self.token_active = false;
-        self.channels = [Channel::CLOSED; CHANNELS];
-        self.channels[0].open = true;
+        self.state.enter(Cursor::MF);
+        self.dispatcher.reset();
         self.token.reset();
-        self.pending_len = 0;
-        self.pin1.verified = false;
-        self.pin2.verified = false;
-        self.adm1_verified = false;
+        self.state.pin1.verified = false;
+        self.state.pin2.verified = false;
+        self.state.adm1_verified = false;
     }
 
     /// Writes an EF's content directly, bypassing access conditions: the factory's
@@ -383,6 +247,7 @@ impl Card {
             return Err(Status::IncompatibleFileStructure);
         }
         let dst = self
+            .state
             .arena
             .content_mut(file)
             .get_mut(offset..offset + data.len())
@@ -394,25 +259,25 @@ impl Card {
     /// An EF's content as the card holds it, ignoring access conditions. Keys are not files, so
     /// this cannot reveal them; it exists for the host's `--check` and for persistence tests.
     pub fn file_content(&self, file: u8) -> &[u8] {
-        self.arena.content(file)
+        self.state.arena.content(file)
     }
 
     /// Whether persistent state (files, counters, SQN) changed since the last call: the host
     /// saves state when this is true, before it sends the response.
     pub fn take_dirty(&mut self) -> bool {
-        core::mem::take(&mut self.dirty)
-            | core::mem::take(&mut self.sub.dirty)
+        core::mem::take(&mut self.state.dirty)
+            | core::mem::take(&mut self.state.sub.dirty)
             | self.token.take_dirty()
     }
 
     /// Remaining tries of PIN1, PUK1, PIN2, PUK2 and ADM1, as `simlab card info` shows them.
     pub fn tries(&self) -> [u8; 5] {
         [
-            self.pin1.pin.tries_left(),
-            self.pin1.puk.tries_left(),
-            self.pin2.pin.tries_left(),
-            self.pin2.puk.tries_left(),
-            self.adm1.tries_left(),
+            self.state.pin1.pin.tries_left(),
+            self.state.pin1.puk.tries_left(),
+            self.state.pin2.pin.tries_left(),
+            self.state.pin2.puk.tries_left(),
+            self.state.adm1.tries_left(),
         ]
     }
 
@@ -426,10 +291,10 @@ impl Card {
         let mut p = state::Put { buf: out, at: 0 };
         p.bytes(&state::MAGIC);
         p.byte(state::VERSION);
-        p.byte(self.card_type.index() as u8);
+        p.byte(self.state.card_type.index() as u8);
         self.save_secrets(&mut p);
-        p.bytes(self.arena.as_bytes());
-        p.bytes(&self.deactivated);
+        p.bytes(self.state.arena.as_bytes());
+        p.bytes(&self.state.deactivated);
         let at = p.at;
         p.at += self.token.save_state(&mut p.buf[at..at + token::STATE_LEN]);
         let crc = state::crc32(&p.buf[..p.at]);
@@ -442,23 +307,23 @@ impl Card {
         p.byte(
             Algorithm::ALL
                 .iter()
-                .position(|&a| a == self.sub.keys.algorithm)
+                .position(|&a| a == self.state.sub.keys.algorithm)
                 .unwrap_or(0) as u8,
         );
-        p.bytes(&self.sub.keys.ki);
-        p.byte(self.sub.keys.opc.is_some() as u8);
-        p.bytes(&self.sub.keys.opc.unwrap_or([0; 16]));
-        for pin in [&self.pin1, &self.pin2] {
+        p.bytes(&self.state.sub.keys.ki);
+        p.byte(self.state.sub.keys.opc.is_some() as u8);
+        p.bytes(&self.state.sub.keys.opc.unwrap_or([0; 16]));
+        for pin in [&self.state.pin1, &self.state.pin2] {
             p.bytes(pin.pin.value());
             p.byte(pin.pin.tries_left());
             p.bytes(pin.puk.value());
             p.byte(pin.puk.tries_left());
             p.byte(pin.enabled as u8);
         }
-        p.bytes(self.adm1.value());
-        p.byte(self.adm1.tries_left());
-        p.bytes(&self.sub.sqn.highest.to_be_bytes());
-        for seq in self.sub.sqn.seq {
+        p.bytes(self.state.adm1.value());
+        p.byte(self.state.adm1.tries_left());
+        p.bytes(&self.state.sub.sqn.highest.to_be_bytes());
+        for seq in self.state.sub.sqn.seq {
             p.bytes(&seq.to_be_bytes()[2..]);
         }
     }
@@ -470,22 +335,22 @@ impl Card {
         let ki = g.array::<16>();
         let has_opc = g.byte() != 0;
         let opc = g.array::<16>();
-        next.sub.keys = Keys {
+        next.state.sub.keys = Keys {
             algorithm,
             ki,
             opc: has_opc.then_some(opc),
         };
-        for pin in [&mut next.pin1, &mut next.pin2] {
+        for pin in [&mut next.state.pin1, &mut next.state.pin2] {
             pin.pin.restore_value(g.array());
             pin.pin.restore_tries(g.byte());
             pin.puk.restore_value(g.array());
             pin.puk.restore_tries(g.byte());
             pin.enabled = g.byte() != 0;
         }
-        next.adm1.restore_value(g.array());
-        next.adm1.restore_tries(g.byte());
-        next.sub.sqn.highest = u64::from_be_bytes(g.array());
-        for seq in next.sub.sqn.seq.iter_mut() {
+        next.state.adm1.restore_value(g.array());
+        next.state.adm1.restore_tries(g.byte());
+        next.state.sub.sqn.highest = u64::from_be_bytes(g.array());
+        for seq in next.state.sub.sqn.seq.iter_mut() {
             let b: [u8; 6] = g.array();
             *seq = u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]);
         }
@@ -539,42 +404,43 @@ impl Card {
             let saved = g.byte();
             let saved_type = CardType::from_index(saved);
             match saved_type {
-                Some(t) if t == self.card_type => {}
+                Some(t) if t == self.state.card_type => {}
                 Some(t) if adopt_type => {
-                    next.card_type = t;
-                    next.arena = Arena::new(t);
+                    next.state.card_type = t;
+                    next.state.arena = Arena::new(t);
                 }
                 _ => {
                     return Err(StateError::WrongCardType {
                         saved: saved_type.map_or("unknown", CardType::name),
-                        card: self.card_type.name(),
+                        card: self.state.card_type.name(),
                     });
                 }
             }
             Self::restore_secrets(&mut next, &mut g)?;
-            next.arena
+            next.state
+                .arena
                 .as_bytes_mut()
                 .copy_from_slice(&g.array::<{ crate::fs::ARENA_SIZE }>());
-            next.deactivated = g.array::<DEACTIVATED_LEN>();
+            next.state.deactivated = g.array::<DEACTIVATED_LEN>();
         } else {
             // Version 2: no card type (the profile's is taken), one arena layout for every
             // type, no deactivation bitmap. Its files move to where this layout keeps them.
             Self::restore_secrets(&mut next, &mut g)?;
             let old = g.array::<{ state::V2_ARENA_SIZE }>();
-            state::migrate_v2_arena(&old, &mut next.arena, self.card_type);
-            next.deactivated = [0; DEACTIVATED_LEN];
+            state::migrate_v2_arena(&old, &mut next.state.arena, self.state.card_type);
+            next.state.deactivated = [0; DEACTIVATED_LEN];
         }
         next.token
             .restore_state(&g.array::<{ token::STATE_LEN }>())?;
         next.reset();
-        next.dirty = false;
+        next.state.dirty = false;
         *self = next;
         Ok(())
     }
 
     /// The SQN window, for inspection.
     pub fn sqn(&self) -> &SqnWindow {
-        &self.sub.sqn
+        &self.state.sub.sqn
     }
 
     /// Processes one command APDU and writes the response (data, then SW1 SW2) into `rapdu`,
@@ -584,7 +450,11 @@ impl Card {
         let mut scratch = [0u8; 256];
         let (out, status) = match Command::parse(capdu) {
             Err(_) => (Out::Done, Status::WrongLength),
-            Ok(cmd) => self.route(&cmd, &mut scratch),
+            Ok(cmd) => {
+                let mut apps: Apps<'_> = [&mut FileSystem, &mut self.token, &mut CardManager];
+                self.dispatcher
+                    .route(&mut self.state, &mut apps, &cmd, &mut scratch)
+            }
         };
         let data: &[u8] = match out {
             Out::Data(n) => &scratch[..n],
@@ -603,7 +473,7 @@ impl Card {
     /// What logical channel `channel` has selected, if it is open: (current DF, current EF,
     /// application AID) as file indices and AID, for inspection and tests.
     pub fn channel_view(&self, channel: usize) -> Option<(u8, Option<u8>, &'static [u8])> {
-        let c = self.channels.get(channel).filter(|c| c.open)?;
+        let (app, c) = self.dispatcher.view(channel)?;
         let aid: &'static [u8] = match c.app {
             App::None => &[],
             App::Usim => &fs::USIM_AID,
@@ -611,193 +481,61 @@ impl Card {
             App::Isd => &ISD_AID,
             App::AraM => &ARAM_AID,
         };
-        let aid: &'static [u8] = if c.token { &token::AID } else { aid };
+        let aid: &'static [u8] = if app == AppId::Token {
+            &token::AID
+        } else {
+            aid
+        };
         Some((c.df, c.ef, aid))
     }
 
     /// Which logical channels are open (bit n = channel n), for inspection and tests.
     pub fn open_channels(&self) -> u8 {
-        self.channels
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.open)
-            .fold(0, |m, (i, _)| m | 1 << i)
+        self.dispatcher.open_channels()
     }
 
-    /// The dispatcher: decodes class and logical channel, owns MANAGE CHANNEL, and runs the
-    /// command with the channel's own current DF, EF, record and application swapped in, so
-    /// whatever a command does stays on its channel. A command for a channel that is not open
-    /// gets 6881 and touches nothing.
-    fn route(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> (Out, Status) {
-        if self.card_type == CardType::SysmoSimGr1 && (cmd.cla, cmd.ins) == (0x80, 0xD4) {
-            return match self.gr1_write_ki(cmd) {
-                Ok(()) => (Out::Done, Status::Success),
-                Err(f) => (Out::Done, f.status(Dialect::Gsm)),
-            };
-        }
-        let (dialect, channel) = match classify(cmd.cla) {
-            Ok(c) => c,
-            Err(status) => return (Out::Done, status),
-        };
-        if dialect == Dialect::Uicc && !self.card_type.is_uicc() {
-            return (Out::Done, Status::ClaNotSupported);
-        }
-        let ch = channel as usize;
-        if ch >= CHANNELS || !self.channels[ch].open {
-            return (Out::Done, Status::LogicalChannelNotSupported);
-        }
-        if dialect == Dialect::Uicc && cmd.ins == 0x70 {
-            return match self.manage_channel(channel, cmd, scratch) {
-                Ok(out) => (out, Status::Success),
-                Err(fail) => (Out::Done, fail.status(dialect)),
-            };
-        }
-        let c = self.channels[ch];
-        self.current_df = c.df;
-        self.current_ef = c.ef;
-        self.record = c.record;
-        self.app = c.app;
-        self.token_active = c.token;
-        let result = self.dispatch(dialect, channel, cmd, scratch);
-        self.channels[ch] = Channel {
-            open: true,
-            df: self.current_df,
-            ef: self.current_ef,
-            record: self.record,
-            app: self.app,
-            token: self.token_active,
-        };
-        result
+    /// The FCP template of a file, as SELECT answers it.
+    #[cfg(test)]
+    fn fcp(&self, file: u8, out: &mut [u8; 256]) -> usize {
+        self.state.fcp(file, out)
+    }
+}
+
+/// The file system as an [`Application`]: the MF, DF.GSM, ADF.USIM and ADF.ISIM with their
+/// commands. It is the default application (every SELECT no other one claims, and every GSM
+/// command), and its state is the card's arena and the channel's cursor.
+pub(crate) struct FileSystem;
+
+impl Application for FileSystem {
+    fn select(&mut self, ctx: &mut Ctx<'_>, cmd: &Command, out: &mut [u8; 256]) -> Handled {
+        ctx.card.select(ctx.dialect, cmd, out)
     }
 
-    /// MANAGE CHANNEL (TS 102 221 11.1.17, ISO 7816-4 7.1.2): open (P1 00; P2 00 lets the card
-    /// choose and answers the number) or close (P1 80) logical channels 1–3. A channel opened
-    /// from the basic channel starts at the MF with no application; one opened from another
-    /// channel starts where that channel is.
-    fn manage_channel(&mut self, from: u8, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
-        if !cmd.data.is_empty() {
-            return Err(Fail::WrongLc);
-        }
-        match cmd.p1 {
-            0x00 => {
-                let wanted = match cmd.p2 {
-                    0 => (1..CHANNELS)
-                        .find(|&c| !self.channels[c].open)
-                        .ok_or(Fail::Raw(Status::FunctionNotSupported))?,
-                    n if (n as usize) < CHANNELS => n as usize,
-                    4..=19 => return Err(Fail::Raw(Status::LogicalChannelNotSupported)),
-                    _ => return Err(Fail::BadP1P2),
-                };
-                if cmd.p2 == 0 && cmd.ne != Some(1) {
-                    return Err(Fail::WrongLe(1));
-                }
-                if cmd.p2 != 0 && cmd.ne.is_some() {
-                    return Err(Fail::WrongLc);
-                }
-                if self.channels[wanted].open {
-                    return Err(Fail::Raw(Status::ConditionsNotSatisfied));
-                }
-                self.channels[wanted] = match from {
-                    0 => Channel {
-                        open: true,
-                        ..Channel::CLOSED
-                    },
-                    other => self.channels[other as usize],
-                };
-                if cmd.p2 == 0 {
-                    scratch[0] = wanted as u8;
-                    return Ok(Out::Data(1));
-                }
-                Ok(Out::Done)
-            }
-            0x80 => {
-                let which = match cmd.p2 {
-                    0 => from as usize,
-                    n => n as usize,
-                };
-                if which == 0 {
-                    return Err(Fail::BadP1P2);
-                }
-                if which >= CHANNELS || !self.channels[which].open {
-                    return Err(Fail::Raw(Status::LogicalChannelNotSupported));
-                }
-                let had_token = self.channels[which].token;
-                self.channels[which] = Channel::CLOSED;
-                if self.pending_channel as usize == which {
-                    self.pending_len = 0;
-                }
-                if had_token && !self.channels.iter().any(|c| c.open && c.token) {
-                    self.token.reset();
-                }
-                Ok(Out::Done)
-            }
-            _ => Err(Fail::BadP1P2),
-        }
-    }
-
-    fn dispatch(
-        &mut self,
-        dialect: Dialect,
-        channel: u8,
-        cmd: &Command,
-        scratch: &mut [u8; 256],
-    ) -> (Out, Status) {
-        // ISO 7816-4 command chaining (CLA bit 10) is for the token applet's long data only.
-        if dialect == Dialect::Uicc
-            && cmd.cla & 0x10 != 0
-            && (!self.token_active || matches!(cmd.ins, 0xA4 | 0xC0))
-        {
-            return (Out::Done, Status::ChainingNotSupported);
-        }
-        // A new command on this channel drops a response it left waiting; commands on other
-        // channels leave it for its own GET RESPONSE.
-        if cmd.ins != 0xC0 && channel == self.pending_channel {
-            self.pending_len = 0;
-        }
+    fn call(&mut self, ctx: &mut Ctx<'_>, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
+        let dialect = ctx.dialect;
+        let card = &mut *ctx.card;
         let proprietary = cmd.cla & 0x80 != 0;
-        let result = match (dialect, cmd.ins) {
-            (Dialect::Uicc, 0xA4)
-                if cmd.p1 == 0x04 && token::AID.starts_with(cmd.data) && !cmd.data.is_empty() =>
-            {
-                self.token_active = true;
-                self.select_token(cmd, scratch)
-            }
-            (Dialect::Uicc, 0xA4) if cmd.p1 == 0x04 && self.gp_app(cmd.data).is_some() => {
-                self.token_active = false;
-                self.select_gp(cmd, scratch)
-            }
-            (_, 0xA4) => {
-                self.token_active = false;
-                self.select(dialect, cmd, scratch)
-            }
-            (Dialect::Uicc, ins) if self.token_active && ins != 0xC0 => {
-                match self.token.process(cmd, &mut self.sub, scratch) {
-                    Ok(0) => Ok(Out::Done),
-                    Ok(n) => Ok(Out::Pending(n)),
-                    Err(status) => Err(Fail::Raw(status)),
-                }
-            }
-            (_, 0xC0) if channel != self.pending_channel => Err(Fail::NoResponse),
-            (_, 0xC0) => self.get_response(dialect, cmd, scratch),
-            (Dialect::Uicc, 0xF2) if !matches!(cmd.p1, 0x00..=0x02) => self.gp_get_status(cmd),
-            (_, 0xF2) => self.status(dialect, cmd, scratch),
-            (Dialect::Uicc, 0xCA) if proprietary => self.gp_get_data(cmd, scratch),
-            (_, 0xB0) => self.read_binary(dialect, cmd, scratch),
-            (_, 0xD6) => self.update_binary(cmd),
-            (_, 0xB2) => self.read_record(cmd, scratch),
-            (_, 0xDC) => self.update_record(cmd),
-            (Dialect::Uicc, 0xA2) if !proprietary => self.search_record(cmd, scratch),
-            (Dialect::Gsm, 0x32) => self.increase(cmd, scratch),
-            (Dialect::Uicc, 0x32) if proprietary => self.increase(cmd, scratch),
-            (_, 0x04) => self.set_active(dialect, cmd, false),
-            (_, 0x44) => self.set_active(dialect, cmd, true),
-            (_, 0x20) => self.verify(dialect, cmd),
-            (_, 0x24) => self.change(dialect, cmd),
-            (_, 0x26) => self.set_enabled(dialect, cmd, false),
-            (_, 0x28) => self.set_enabled(dialect, cmd, true),
-            (_, 0x2C) => self.unblock(dialect, cmd),
-            (Dialect::Gsm, 0x88) => self.run_gsm_algorithm(cmd, scratch),
-            (Dialect::Uicc, 0x88) => self.authenticate(cmd, scratch),
+        match (dialect, cmd.ins) {
+            // GlobalPlatform's GET STATUS P1s: the card manager's where it is selected, and
+            // not a STATUS P1 here.
+            (Dialect::Uicc, 0xF2) if !matches!(cmd.p1, 0x00..=0x02) => Err(Fail::BadP1P2),
+            (_, 0xF2) => card.status(dialect, cmd, scratch),
+            (_, 0xB0) => card.read_binary(dialect, cmd, scratch),
+            (_, 0xD6) => card.update_binary(cmd),
+            (_, 0xB2) => card.read_record(cmd, scratch),
+            (_, 0xDC) => card.update_record(cmd),
+            (Dialect::Uicc, 0xA2) if !proprietary => card.search_record(cmd, scratch),
+            (Dialect::Gsm, 0x32) => card.increase(cmd, scratch),
+            (Dialect::Uicc, 0x32) if proprietary => card.increase(cmd, scratch),
+            (_, 0x04) => card.set_active(dialect, cmd, false),
+            (_, 0x44) => card.set_active(dialect, cmd, true),
+            (_, 0x20) => card.verify(dialect, cmd),
+            (_, 0x24) => card.change(dialect, cmd),
+            (_, 0x26) => card.set_enabled(dialect, cmd, false),
+            (_, 0x28) => card.set_enabled(dialect, cmd, true),
+            (_, 0x2C) => card.unblock(dialect, cmd),
+            (Dialect::Gsm, 0x88) => card.run_gsm_algorithm(cmd, scratch),
+            (Dialect::Uicc, 0x88) => card.authenticate(cmd, scratch),
             // TERMINAL CAPABILITY (TS 102 221 11.1.19): the terminal's power and feature
             // report, class 80 only; nothing on this card depends on it.
             (Dialect::Uicc, 0xAA) if !proprietary => Err(Fail::Raw(Status::ClaNotSupported)),
@@ -806,122 +544,39 @@ impl Card {
             // SLEEP (51.011) and TERMINAL PROFILE: nothing to do, but a terminal expects 9000.
             (Dialect::Gsm, 0xFA) | (_, 0x10) => Ok(Out::Done),
             _ => Err(Fail::Raw(Status::InsNotSupported)),
-        };
-        match result {
-            Ok(Out::Pending(n)) => {
-                let n = n.min(self.pending.len());
-                self.pending[..n].copy_from_slice(&scratch[..n]);
-                self.pending_len = n;
-                self.pending_channel = channel;
-                let announced = (n & 0xFF) as u8;
-                let sw = match dialect {
-                    Dialect::Gsm => Status::GsmBytesAvailable(announced),
-                    Dialect::Uicc => Status::BytesAvailable(announced),
-                };
-                (Out::Done, sw)
-            }
-            Ok(Out::Partial(n)) => (
-                Out::Data(n),
-                Status::BytesAvailable((self.pending_len & 0xFF) as u8),
-            ),
-            Ok(out) => (out, Status::Success),
-            Err(fail) => (Out::Done, fail.status(dialect)),
+        }
+    }
+}
+
+impl CardState {
+    /// Puts a channel's cursor in place for one command.
+    pub(crate) fn enter(&mut self, c: Cursor) {
+        self.current_df = c.df;
+        self.current_ef = c.ef;
+        self.record = c.record;
+        self.app = c.app;
+    }
+
+    /// Where the command left the cursor, to keep for the channel.
+    pub(crate) fn cursor(&self) -> Cursor {
+        Cursor {
+            df: self.current_df,
+            ef: self.current_ef,
+            record: self.record,
+            app: self.app,
         }
     }
 
-    // ----- GlobalPlatform: the issuer security domain and ARA-M ---------------------------
-
-    /// The GlobalPlatform application `aid` (a prefix, as SELECT allows) names, if the card
-    /// type has it: the ISD, and ARA-M (GSMA SGP / GP SE Access Control) on the SJA cards.
-    fn gp_app(&self, aid: &[u8]) -> Option<App> {
-        if aid.len() < 5 || !self.card_type.has_isim() {
-            return None;
+    /// A card type's vendor command that comes before any class decoding (the GR1's CLA 80
+    /// on a GSM-only card): its status word, or `None` for every other command.
+    pub(crate) fn vendor_command(&mut self, cmd: &Command) -> Option<Status> {
+        if self.card_type == CardType::SysmoSimGr1 && (cmd.cla, cmd.ins) == (0x80, 0xD4) {
+            return Some(match self.gr1_write_ki(cmd) {
+                Ok(()) => Status::Success,
+                Err(f) => f.status(Dialect::Gsm),
+            });
         }
-        if ISD_AID.starts_with(aid) {
-            Some(App::Isd)
-        } else if ARAM_AID.starts_with(aid) {
-            Some(App::AraM)
-        } else {
-            None
-        }
-    }
-
-    /// SELECT of the ISD or ARA-M: its FCI (6F ‖ 84 AID ‖ A5 proprietary data).
-    fn select_gp(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
-        let app = self.gp_app(cmd.data).ok_or(Fail::NotFound)?;
-        self.app = app;
-        self.current_df = idx::MF;
-        self.current_ef = None;
-        if cmd.p2 & 0x0C == 0x0C {
-            return Ok(Out::Done);
-        }
-        let aid: &[u8] = if app == App::Isd { &ISD_AID } else { &ARAM_AID };
-        let mut w = Writer::new(scratch);
-        let fci = w.open(0x6F);
-        w.tlv(0x84, aid);
-        let a5 = w.open(0xA5);
-        // Maximum length of data field in command message (GP 2.3 11.1.3).
-        w.bytes(&[0x9F, 0x65, 0x01, 0xFF]);
-        w.close(a5);
-        w.close(fci);
-        Ok(Out::Pending(w.len()))
-    }
-
-    /// GP GET STATUS (80 F2 with a GP P1): the ISD answers it only inside a secure channel
-    /// (SCP02/SCP03), which this model does not open, so 6982 as a real card without the
-    /// issuer's keys; elsewhere P1 is not a STATUS P1.
-    fn gp_get_status(&self, cmd: &Command) -> Handled {
-        match (self.app, cmd.p1) {
-            (App::Isd, 0x80 | 0x40 | 0x20 | 0x10) => Err(Fail::Security),
-            _ => Err(Fail::BadP1P2),
-        }
-    }
-
-    /// GP GET DATA (80 CA): what the ISD and ARA-M give without a secure channel — the card
-    /// recognition data (0066) and an empty ARA-M rule set (FF40, "all rules").
-    fn gp_get_data(&self, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
-        let tag = u16::from_be_bytes([cmd.p1, cmd.p2]);
-        let mut w = Writer::new(scratch);
-        match (self.app, tag) {
-            (App::Isd, 0x0066) => {
-                let outer = w.open(0x66);
-                let inner = w.open(0x73);
-                // GP card recognition data: the GP OID and GP 2.2.1.
-                w.tlv(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xFC, 0x6B, 0x01]);
-                let v = w.open(0x60);
-                w.tlv(
-                    0x06,
-                    &[0x2A, 0x86, 0x48, 0x86, 0xFC, 0x6B, 0x02, 0x02, 0x02, 0x01],
-                );
-                w.close(v);
-                w.close(inner);
-                w.close(outer);
-            }
-            (App::AraM, 0xFF40) => w.bytes(&[0xFF, 0x40, 0x00]),
-            (App::Isd | App::AraM, _) => return Err(Fail::Raw(Status::ReferenceNotFound)),
-            _ => return Err(Fail::Raw(Status::InsNotSupported)),
-        }
-        let n = w.len();
-        match cmd.ne {
-            Some(ne) if ne == n => Ok(Out::Data(n)),
-            Some(_) => Err(Fail::WrongLe(n)),
-            None => Ok(Out::Pending(n)),
-        }
-    }
-
-    // ----- selection -------------------------------------------------------------------------
-
-    /// SELECT of the token applet: its FCI (6F, with the AID in 84) unless P2 says no data.
-    fn select_token(&mut self, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {
-        self.token.reset();
-        if cmd.p2 & 0x0C == 0x0C {
-            return Ok(Out::Done);
-        }
-        let mut w = Writer::new(scratch);
-        let fci = w.open(0x6F);
-        w.tlv(0x84, &token::AID);
-        w.close(fci);
-        Ok(Out::Pending(w.len()))
+        None
     }
 
     /// The ADF of the application selected on this channel, which 7FFF stands for.
@@ -1194,35 +849,6 @@ impl Card {
         }
         w.close(outer);
         w.len()
-    }
-
-    fn get_response(
-        &mut self,
-        dialect: Dialect,
-        cmd: &Command,
-        scratch: &mut [u8; 256],
-    ) -> Handled {
-        if (cmd.p1, cmd.p2) != (0, 0) {
-            return Err(Fail::BadP1P2);
-        }
-        if self.pending_len == 0 {
-            return Err(Fail::NoResponse);
-        }
-        let available = self.pending_len;
-        let ne = cmd.ne.unwrap_or(available);
-        if ne > available {
-            return Err(Fail::WrongLe(available));
-        }
-        scratch[..ne].copy_from_slice(&self.pending[..ne]);
-        // Whatever is not fetched stays for a further GET RESPONSE (ISO 7816-4 chaining); a
-        // TS 51.011 SIM simply drops it.
-        self.pending.copy_within(ne..available, 0);
-        self.pending_len = available - ne;
-        if dialect == Dialect::Uicc && self.pending_len > 0 {
-            return Ok(Out::Partial(ne));
-        }
-        self.pending_len = 0;
-        Ok(Out::Data(ne))
     }
 
     fn status(&self, dialect: Dialect, cmd: &Command, scratch: &mut [u8; 256]) -> Handled {

@@ -5,7 +5,9 @@
 //! in-process for tests, behind pcscd as a vpcd virtual card, and on a microcontroller; the
 //! host never sees more of it than APDUs.
 //!
-//! Layout: [`apdu`] and [`status`] are ISO 7816-4; [`fs`], [`chv`] and [`card`] are the card;
+//! Layout: [`apdu`] and [`status`] are ISO 7816-4; [`fs`], [`chv`] and [`card`] are the card,
+//! whose dispatcher (`dispatch`) owns logical channels and GET RESPONSE for its applications:
+//! the file system, the [`token`] and the GlobalPlatform card manager (`card_manager`);
 //! [`algo`] holds the algorithms the card and the AuC share; [`encoding`] the identity formats
 //! both ends must agree on.
 #![no_std]
@@ -15,9 +17,11 @@ pub mod algo;
 pub mod apdu;
 pub mod auth;
 pub mod card;
+mod card_manager;
 pub mod card_type;
 pub mod checksum;
 pub mod chv;
+mod dispatch;
 pub mod encoding;
 pub mod fs;
 pub mod state;

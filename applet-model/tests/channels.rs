@@ -1,6 +1,7 @@
 //! Bad input on logical channels: whatever a command on one channel does — including a channel
 //! that is not open, a channel number the card does not have, or garbage — it gets a status
-//! word, and the other channels keep their current DF, EF and application.
+//! word, and the other channels keep their current DF, EF and application. And, as scripts: each
+//! channel has its own selected application and its own response waiting for GET RESPONSE.
 
 use proptest::prelude::*;
 use simlab_applet::algo::Algorithm;
@@ -183,4 +184,243 @@ fn every_card_type_answers_every_channel_with_a_status_word() {
             }
         }
     }
+}
+
+// ----- per-channel selection and GET RESPONSE ---------------------------------------------------
+//
+// Each script is a list of (command, expected response) in hex, as in `fixtures/apdu/`. "??" as a
+// response prints what the card answered instead of comparing (for writing a new script).
+
+/// A card with EF_ICCID personalised, and PIN1 disabled so RUN GSM ALGORITHM needs no VERIFY.
+fn scripted_card() -> Card {
+    let mut c = card(CardType::Simlab);
+    c.personalize(
+        simlab_applet::fs::idx::EF_ICCID,
+        0,
+        &[0x98, 0x94, 0x00, 0x10, 0x32, 0x54, 0x76, 0x98, 0x10, 0xF2],
+    )
+    .unwrap();
+    c
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+fn run_script(c: &mut Card, name: &str, steps: &[(&str, &str)]) {
+    for (i, (apdu, want)) in steps.iter().enumerate() {
+        let mut resp = [0u8; RESPONSE_MAX];
+        let n = c.process(&hex(apdu), &mut resp);
+        let got: Vec<String> = resp[..n].iter().map(|b| format!("{b:02X}")).collect();
+        let got = got.join(" ");
+        if *want == "??" {
+            println!("{name} step {i}: > {apdu}\n< {got}");
+            continue;
+        }
+        assert_eq!(got, *want, "{name}, step {i}: > {apdu}");
+    }
+}
+
+const OPEN_1: (&str, &str) = ("00 70 00 01", "90 00");
+const OPEN_2: (&str, &str) = ("00 70 00 02", "90 00");
+/// SELECT of the token applet by its full AID on channel 1: its FCI waits (13 bytes).
+const TOKEN_ON_1: (&str, &str) = ("01 A4 04 00 09 F0 73 69 6D 6C 61 62 54 4B", "61 0D");
+const TOKEN_FCI: &str = "6F 0B 84 09 F0 73 69 6D 6C 61 62 54 4B 90 00";
+const ICCID: &str = "98 94 00 10 32 54 76 98 10 F2 90 00";
+const RUN_GSM: &str = "A0 88 00 00 10 00 11 22 33 44 55 66 77 88 99 AA BB CC DD EE FF";
+/// SRES ‖ Kc for [`RUN_GSM`] with the test keys.
+const SRES_KC: &str = "A1 70 B7 CE 47 F9 60 F9 85 9A EA 3C 90 00";
+
+#[test]
+fn the_token_on_channel_1_and_the_file_system_on_channel_0_answer_side_by_side() {
+    let mut c = scripted_card();
+    run_script(
+        &mut c,
+        "token beside files",
+        &[
+            OPEN_1,
+            TOKEN_ON_1,
+            // Channel 0 reads EF_ICCID while channel 1's FCI waits.
+            ("00 A4 00 0C 02 2F E2", "90 00"),
+            ("00 B0 00 00 0A", ICCID),
+            ("01 C0 00 00 0D", TOKEN_FCI),
+            // The same VERIFY: the token's PIN on channel 1, an unknown reference on channel 0.
+            ("01 20 00 80 08 30 30 30 30 FF FF FF FF", "90 00"),
+            ("00 20 00 80 08 30 30 30 30 FF FF FF FF", "6A 88"),
+            // RUN GSM ALGORITHM in the GSM class (the basic channel) while the token answers
+            // GET INFO on channel 1: each response waits on its own channel.
+            ("A0 A4 00 00 02 7F 20", "9F 17"),
+            (RUN_GSM, "9F 0C"),
+            ("01 CA 00 00", "61 06"),
+            ("A0 C0 00 00 0C", SRES_KC),
+            ("01 C0 00 00 06", "01 08 03 03 00 00 90 00"),
+            // Channel 0 still reads its EF; channel 1 is still the token's, whose GET INFO
+            // shows the PIN verified (08) and channel 0's VERIFY did not touch it.
+            ("00 A4 08 0C 02 2F E2", "90 00"),
+            ("00 B0 00 00 0A", ICCID),
+            ("01 B0 00 00 0A", "6D 00"),
+        ],
+    );
+    assert_eq!(
+        c.channel_view(1).map(|v| v.2),
+        Some(&simlab_applet::token::AID[..])
+    );
+    assert_eq!(c.channel_view(0).map(|v| v.2), Some(&[][..]));
+    // The same answers as from a card whose other channels were never used.
+    run_script(
+        &mut scripted_card(),
+        "files alone",
+        &[
+            ("A0 A4 00 00 02 7F 20", "9F 17"),
+            (RUN_GSM, "9F 0C"),
+            ("A0 C0 00 00 0C", SRES_KC),
+            ("00 A4 08 0C 02 2F E2", "90 00"),
+            ("00 B0 00 00 0A", ICCID),
+        ],
+    );
+}
+
+/// SELECT EF_ICCID with its FCP on channel 1, and the MF's on channel 2: two responses waiting.
+const ICCID_FCP_ON_1: (&str, &str) = ("01 A4 00 04 02 2F E2", "61 18");
+const MF_FCP_ON_2: (&str, &str) = ("02 A4 00 04 02 3F 00", "61 1D");
+const ICCID_FCP: &str =
+    "62 16 82 02 41 21 83 02 2F E2 8A 01 05 8B 03 2F 06 01 80 02 00 0A 88 00 90 00";
+const MF_FCP: &str =
+    "62 1B 82 02 78 21 83 02 3F 00 8A 01 05 8B 03 2F 06 01 C6 09 90 01 40 83 01 01 83 01 0A 90 00";
+
+#[test]
+fn responses_waiting_on_two_channels_are_each_fetched_by_their_own_get_response() {
+    for first in [1, 2] {
+        let mut c = scripted_card();
+        run_script(
+            &mut c,
+            "two waiting",
+            &[OPEN_1, OPEN_2, ICCID_FCP_ON_1, MF_FCP_ON_2],
+        );
+        let one: &[(&str, &str)] = &[
+            // T=0: a wrong Le is answered with the right one, and the response still waits.
+            ("01 C0 00 00 00", "6C 18"),
+            ("01 C0 00 00 18", ICCID_FCP),
+        ];
+        let two: &[(&str, &str)] = &[("02 C0 00 00 1D", MF_FCP)];
+        let (a, b) = if first == 1 { (one, two) } else { (two, one) };
+        run_script(&mut c, &format!("channel {first} first"), a);
+        run_script(&mut c, &format!("channel {first} first, then the other"), b);
+    }
+}
+
+#[test]
+fn get_response_with_nothing_waiting_on_its_channel_is_refused_as_before() {
+    let mut c = scripted_card();
+    run_script(
+        &mut c,
+        "nothing waiting",
+        &[
+            // A fresh card: 6985 in the UICC class, 6F00 in the GSM class.
+            ("00 C0 00 00 10", "69 85"),
+            ("A0 C0 00 00 10", "6F 00"),
+            OPEN_1,
+            OPEN_2,
+            ("01 C0 00 00 10", "69 85"),
+            // A response waiting on channel 1 is not channel 2's.
+            ICCID_FCP_ON_1,
+            ("02 C0 00 00 18", "69 85"),
+            ("00 C0 00 00 18", "69 85"),
+            ("01 C0 00 00 18", ICCID_FCP),
+            // Fetched once, it is gone.
+            ("01 C0 00 00 18", "69 85"),
+            // Any other command on the channel drops what waits there.
+            ICCID_FCP_ON_1,
+            ("01 B0 00 00 0A", ICCID),
+            ("01 C0 00 00 18", "69 85"),
+        ],
+    );
+}
+
+#[test]
+fn closing_a_channel_drops_its_waiting_response_and_its_selection() {
+    let mut c = scripted_card();
+    run_script(
+        &mut c,
+        "close",
+        &[
+            OPEN_1,
+            OPEN_2,
+            TOKEN_ON_1,
+            MF_FCP_ON_2,
+            ("00 70 80 01", "90 00"),
+            ("01 C0 00 00 0D", "68 81"),
+            OPEN_1,
+            // Reopened from the basic channel: at the MF, nothing selected, nothing waiting.
+            ("01 C0 00 00 0D", "69 85"),
+            ("01 CA 00 00", "6D 00"),
+            ("01 B0 00 00 0A", "69 86"),
+        ],
+    );
+    assert_eq!(c.channel_view(1).map(|v| v.2), Some(&[][..]));
+    // Channel 2's response outlived channel 1.
+    run_script(&mut c, "close, channel 2", &[("02 C0 00 00 1D", MF_FCP)]);
+    // A channel closing itself (P2 00) drops its own.
+    run_script(
+        &mut c,
+        "close itself",
+        &[
+            MF_FCP_ON_2,
+            ("02 70 80 00", "90 00"),
+            OPEN_2,
+            ("02 C0 00 00 1D", "69 85"),
+        ],
+    );
+}
+
+#[test]
+fn a_command_on_a_channel_that_is_not_open_leaves_every_other_channel_as_it_was() {
+    let mut c = scripted_card();
+    run_script(
+        &mut c,
+        "setup",
+        &[
+            OPEN_1,
+            OPEN_2,
+            TOKEN_ON_1,
+            ("01 C0 00 00 0D", TOKEN_FCI),
+            ("01 20 00 80 08 30 30 30 30 FF FF FF FF", "90 00"),
+            ("01 CA 00 00", "61 06"),
+            MF_FCP_ON_2,
+            ("00 A4 00 0C 02 2F E2", "90 00"),
+        ],
+    );
+    let views: Vec<_> = (0..CHANNELS).map(|ch| c.channel_view(ch)).collect();
+    run_script(
+        &mut c,
+        "channel 3 is not open",
+        &[
+            ("03 C0 00 00 0D", "68 81"),
+            ("03 A4 04 00 09 F0 73 69 6D 6C 61 62 54 4B", "68 81"),
+            ("03 A4 00 04 02 3F 00", "68 81"),
+            ("03 70 80 00", "68 81"),
+            ("03 70 00 02", "68 81"),
+            ("83 CA 00 00", "68 81"),
+            ("13 20 00 80 08 30 30 30 30 FF FF FF FF", "68 81"),
+            ("43 C0 00 00 06", "68 81"),
+            ("C1 C0 00 00 06", "68 81"),
+        ],
+    );
+    assert_eq!(
+        (0..CHANNELS)
+            .map(|ch| c.channel_view(ch))
+            .collect::<Vec<_>>(),
+        views
+    );
+    run_script(
+        &mut c,
+        "the others",
+        &[
+            ("01 C0 00 00 06", "01 08 03 03 00 00 90 00"),
+            ("02 C0 00 00 1D", MF_FCP),
+            ("00 B0 00 00 0A", ICCID),
+        ],
+    );
 }

@@ -2,9 +2,10 @@
 //! counter, and the card side of the seed-000 certificate bootstrap, so that Kc (or CK/IK)
 //! never leaves the card either.
 //!
-//! The card routes commands here while the token's AID is selected (see `card.rs`); a
-//! `process` call gets the parsed command, the card's own subscriber (A3/A8 and AKA with the
-//! card's Ki) and a 256-byte response buffer. `Ok(0)` becomes 9000, `Ok(n)` n bytes for GET
+//! The card's dispatcher routes commands here while the token's AID is selected on a channel
+//! (see `dispatch.rs`, which strips the channel from CLA); a `process` call gets the parsed
+//! command, the card's own subscriber (A3/A8 and AKA with the card's Ki) and a 256-byte
+//! response buffer. `Ok(0)` becomes 9000, `Ok(n)` n bytes for GET
 //! RESPONSE (61xx), `Err(status)` that status word. The APDUs are documented in
 //! `docs/token-apdus.md`, the bootstrap protocol in `docs/bootstrap-protocol.md`.
 //!
@@ -902,5 +903,57 @@ impl Reader<'_> {
         }
         self.at = end;
         out
+    }
+}
+
+/// The token behind the card's dispatcher: selected by its AID, it gets every command of its
+/// channel but SELECT and GET RESPONSE, chained ones included, with the card's own subscriber.
+impl crate::dispatch::Application for Token {
+    fn claims(&self, _card: &crate::card::CardState, aid: &[u8]) -> bool {
+        !aid.is_empty() && AID.starts_with(aid)
+    }
+
+    fn takes_chaining(&self) -> bool {
+        true
+    }
+
+    /// SELECT of the token applet: its FCI (6F, with the AID in 84) unless P2 says no data.
+    /// A new selection is a new session.
+    fn select(
+        &mut self,
+        _ctx: &mut crate::dispatch::Ctx<'_>,
+        cmd: &Command,
+        scratch: &mut [u8; 256],
+    ) -> crate::dispatch::Handled {
+        use crate::dispatch::Out;
+        self.reset();
+        if cmd.p2 & 0x0C == 0x0C {
+            return Ok(Out::Done);
+        }
+        let mut w = crate::tlv::Writer::new(scratch);
+        let fci = w.open(0x6F);
+        w.tlv(0x84, &AID);
+        w.close(fci);
+        Ok(Out::Pending(w.len()))
+    }
+
+    fn call(
+        &mut self,
+        ctx: &mut crate::dispatch::Ctx<'_>,
+        cmd: &Command,
+        out: &mut [u8; 256],
+    ) -> crate::dispatch::Handled {
+        use crate::dispatch::{Fail, Out};
+        match self.process(cmd, &mut ctx.card.sub, out) {
+            Ok(0) => Ok(Out::Done),
+            Ok(n) => Ok(Out::Pending(n)),
+            Err(status) => Err(Fail::Raw(status)),
+        }
+    }
+
+    /// The last channel that had the token selected closed or selected something else: the
+    /// session ends as at a reset, so a verified PIN or a bootstrap K does not linger.
+    fn deselect(&mut self) {
+        self.reset();
     }
 }
