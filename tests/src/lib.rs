@@ -119,6 +119,7 @@ pub fn simlab_bin() -> &'static Path {
 pub fn simlab(args: &[&str]) -> Output {
     Command::new(simlab_bin())
         .args(args)
+        .envs(bench_env())
         .current_dir(workspace_root())
         .output()
         .expect("run simlab")
@@ -218,27 +219,36 @@ impl Drop for Process {
     }
 }
 
-/// The two readers one vpcd entry gives a pcscd, and the ports their virtual cards dial.
+/// The two readers of a bench, and the ports a *system* pcscd's default vpcd entry listens on
+/// (see [`SystemPcscd`]); a [`Bench`]'s own ports are [`Bench::port`].
 pub const READERS: [(&str, u16); 2] = [("Virtual PCD 00 00", 35963), ("Virtual PCD 00 01", 35964)];
 
 const PCSCD_SOCKET: &str = "/run/pcscd/pcscd.comm";
 
-/// A pcscd with one vpcd entry, for one test at a time.
-///
-/// pcsc-lite's daemon socket is a fixed path, so one pcscd serves the machine: tests that need
-/// it hold [`Bench`], which serialises them. A pcscd this harness did not start is used as is
-/// when it already offers the vpcd readers (a developer's system daemon), and otherwise refused.
+/// What the bench of the running test adds to the environment of every program the harness
+/// starts (`PCSCLITE_CSOCK_NAME` …); empty outside a bench.
+static BENCH_ENV: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// The current bench's environment, for programs a test starts itself (pyscard, pcsc_scan).
+pub fn bench_env() -> Vec<(String, String)> {
+    BENCH_ENV.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// A private bench with two empty readers (simlab's own `simlab lab` code, `simlab_lab`): a
+/// pcscd of its own on a socket and ports nobody else uses, so a system pcscd is neither
+/// needed nor disturbed and no test skips because of one. Tests that hold it are serialised
+/// by [`BenchLock`], because [`simlab`] and [`bench_env`] hand its environment to every
+/// program the harness starts.
 pub struct Bench {
-    _pcscd: Option<Process>,
-    _conf: Option<PathBuf>,
+    lab: simlab_lab::Lab,
     _lock: BenchLock,
 }
 
 static BENCH_LOCK: Mutex<()> = Mutex::new(());
 
-/// The right to use pcscd and the vpcd ports: a mutex for the tests of this process and an
-/// exclusive lock on a file for every other process (another test binary, a developer's second
-/// `cargo test`), since one pcscd and one pair of vpcd ports serve the whole machine.
+/// The right to set the harness's bench environment: a mutex for the tests of this process
+/// and an exclusive lock on a file for every other process (another test binary, a
+/// developer's second `cargo test`), which may start a [`SystemPcscd`].
 pub struct BenchLock {
     _file: std::fs::File,
     _mutex: MutexGuard<'static, ()>,
@@ -262,62 +272,41 @@ pub fn bench_lock() -> BenchLock {
     }
 }
 
-/// Holds the bench lock with no pcscd running, for tests of "pcscd is not running". `None`
-/// when a pcscd this harness did not start is running (it cannot be stopped from here).
-pub fn without_pcscd() -> Option<BenchLock> {
-    let lock = bench_lock();
-    if pcscd_running() {
-        eprintln!("skipping: a pcscd is running that this test did not start");
-        return None;
-    }
-    Some(lock)
+/// No pcscd at all, as far as the programs the harness starts can tell: their
+/// `PCSCLITE_CSOCK_NAME` names a socket nobody listens on. Whatever runs on the machine.
+pub struct NoPcscd {
+    _lock: BenchLock,
+    dir: PathBuf,
 }
 
-fn spawn_pcscd(conf: &Path) -> Process {
-    let pcscd = Process::spawn(
-        "pcscd",
-        Command::new(find_tool("pcscd").expect("pcscd"))
-            .args(["-f", "-c"])
-            .arg(conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !(pcscd_running() && reader_names().len() >= 2) {
-        assert!(
-            Instant::now() < deadline,
-            "pcscd did not come up with its vpcd readers"
-        );
-        std::thread::sleep(Duration::from_millis(10));
+pub fn without_pcscd() -> NoPcscd {
+    let lock = bench_lock();
+    let dir = temp_path("no-pcscd");
+    std::fs::create_dir_all(&dir).expect("no-pcscd dir");
+    *BENCH_ENV.lock().unwrap_or_else(|p| p.into_inner()) = vec![(
+        "PCSCLITE_CSOCK_NAME".into(),
+        dir.join("pcscd.comm").display().to_string(),
+    )];
+    NoPcscd { _lock: lock, dir }
+}
+
+impl Drop for NoPcscd {
+    fn drop(&mut self) {
+        BENCH_ENV.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
-    pcscd
 }
 
 impl Bench {
-    /// Whether this bench started its pcscd (and so may stop and restart it); false when it
-    /// uses a developer's system pcscd.
-    pub fn owns_pcscd(&self) -> bool {
-        self._pcscd.is_some()
-    }
-
-    /// Stops pcscd and starts it again, as a system update or a crash would. Only for a pcscd
-    /// this bench started.
+    /// Stops the bench's pcscd and starts it again, as a system update or a crash would.
     pub fn restart_pcscd(&mut self) {
-        let conf = self
-            ._conf
-            .clone()
-            .expect("restart needs a pcscd this bench started");
-        self._pcscd.take();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while pcscd_running() {
-            assert!(Instant::now() < deadline, "pcscd did not stop");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self._pcscd = Some(spawn_pcscd(&conf));
+        self.lab
+            .restart_pcscd()
+            .unwrap_or_else(|e| panic!("restarting the bench's pcscd: {e}"));
     }
 
-    /// Starts pcscd (unless a suitable one runs). `None` (skip) when pcscd or vpcd are missing
-    /// and `SIMLAB_HIL` is not `require`.
+    /// Starts the bench. `None` (skip) when pcscd or vpcd are missing and `SIMLAB_HIL` is not
+    /// `require`.
     pub fn start() -> Option<Self> {
         let lock = bench_lock();
         if !require("pcscd")
@@ -328,46 +317,38 @@ impl Bench {
         {
             return None;
         }
-        if pcscd_running() {
-            let names = reader_names();
-            if READERS.iter().all(|(r, _)| names.iter().any(|n| n == r)) {
-                eprintln!("using the pcscd that is already running");
-                return Some(Bench {
-                    _pcscd: None,
-                    _conf: None,
-                    _lock: lock,
-                });
-            }
-            panic!(
-                "a pcscd without vpcd readers is running ({names:?}); stop it to run these tests"
-            );
-        }
-        let conf = std::env::temp_dir().join(format!("simlab-pcscd-{}", std::process::id()));
-        std::fs::create_dir_all(&conf).expect("conf dir");
-        std::fs::write(
-            conf.join("vpcd"),
-            format!(
-                "FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME /dev/null:0x{port:04X}\nLIBPATH /usr/lib/pcsc/drivers/serial/libifdvpcd.so\nCHANNELID 0x{port:04X}\n",
-                port = READERS[0].1
-            ),
-        )
-        .expect("write reader.conf");
-        let pcscd = spawn_pcscd(&conf);
-        Some(Bench {
-            _pcscd: Some(pcscd),
-            _conf: Some(conf),
-            _lock: lock,
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = temp_path(&format!(
+            "bench-{}",
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let lab = simlab_lab::Lab::start(&simlab_lab::Spec {
+            dir,
+            simlab: simlab_bin().to_path_buf(),
+            cards: Vec::new(),
+            modems: Vec::new(),
+            base_port: None,
+            spare_readers: READERS.len(),
         })
+        .unwrap_or_else(|e| panic!("the test bench: {e}"));
+        *BENCH_ENV.lock().unwrap_or_else(|p| p.into_inner()) = lab.env();
+        Some(Bench { lab, _lock: lock })
+    }
+
+    /// The vpcd port of reader `slot`.
+    pub fn port(&self, slot: usize) -> u16 {
+        self.lab.port(slot)
     }
 
     /// Puts the card model with `profile` into reader `slot` (0 or 1) and waits until pcscd
     /// sees it. Extra arguments go to `simlab emulate card` (e.g. `--state FILE`).
     pub fn insert(&self, slot: usize, profile: &Path, extra: &[&str]) -> Process {
-        let (reader, port) = READERS[slot];
+        let (reader, _) = READERS[slot];
         let mut cmd = Command::new(simlab_bin());
         cmd.args(["emulate", "card", "--profile"])
             .arg(profile)
-            .args(["--vpcd", &format!("127.0.0.1:{port}")])
+            .args(["--vpcd", &format!("127.0.0.1:{}", self.port(slot))])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -379,16 +360,83 @@ impl Bench {
 
 impl Drop for Bench {
     fn drop(&mut self) {
-        // Stop pcscd before releasing the lock (field order would drop the lock last anyway,
-        // but be explicit), then remove the configuration.
-        self._pcscd.take();
-        if let Some(conf) = self._conf.take() {
+        self.lab.stop();
+        BENCH_ENV.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// A pcscd on the system socket (`/run/pcscd/pcscd.comm`) with the default vpcd entry, as a
+/// developer's machine runs one: the one already running, or one started here. Only for the
+/// tests that show a bench leaves it alone.
+pub struct SystemPcscd {
+    process: Option<Process>,
+    conf: Option<PathBuf>,
+    _lock: BenchLock,
+}
+
+impl SystemPcscd {
+    pub fn start() -> Option<Self> {
+        let lock = bench_lock();
+        if !require("pcscd") {
+            return None;
+        }
+        if pcscd_running() {
+            eprintln!("using the pcscd that is already running on {PCSCD_SOCKET}");
+            return Some(SystemPcscd {
+                process: None,
+                conf: None,
+                _lock: lock,
+            });
+        }
+        let conf = std::env::temp_dir().join(format!("simlab-pcscd-{}", std::process::id()));
+        std::fs::create_dir_all(&conf).expect("conf dir");
+        std::fs::write(
+            conf.join("vpcd"),
+            format!(
+                "FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME /dev/null:0x{port:04X}\nLIBPATH /usr/lib/pcsc/drivers/serial/libifdvpcd.so\nCHANNELID 0x{port:04X}\n",
+                port = READERS[0].1
+            ),
+        )
+        .expect("write reader.conf");
+        let process = Process::spawn(
+            "pcscd",
+            Command::new(find_tool("pcscd").expect("pcscd"))
+                .args(["-f", "-c"])
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !pcscd_running() {
+            assert!(
+                Instant::now() < deadline,
+                "the system pcscd did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Some(SystemPcscd {
+            process: Some(process),
+            conf: Some(conf),
+            _lock: lock,
+        })
+    }
+
+    /// Whether it was started here (and so has the default vpcd readers on 35963/35964).
+    pub fn ours(&self) -> bool {
+        self.process.is_some()
+    }
+}
+
+impl Drop for SystemPcscd {
+    fn drop(&mut self) {
+        self.process.take();
+        if let Some(conf) = self.conf.take() {
             let _ = std::fs::remove_dir_all(conf);
         }
     }
 }
 
-/// Whether a pcscd answers on its socket.
+/// Whether a pcscd answers on the system socket.
 pub fn pcscd_running() -> bool {
     std::os::unix::net::UnixStream::connect(PCSCD_SOCKET).is_ok()
 }
@@ -442,6 +490,7 @@ pub fn port_open(port: u16) -> bool {
 pub fn simlab_timeout(args: &[&str], timeout: Duration) -> Output {
     let mut child = Command::new(simlab_bin())
         .args(args)
+        .envs(bench_env())
         .current_dir(workspace_root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -3,7 +3,9 @@
 //! a pcscd on the system socket that must not notice; every way a run can end leaves no
 //! process and no socket behind.
 
-use simlab_hil::{Bench, READERS, require, require_file, simlab, simlab_bin, text, workspace_root};
+use simlab_hil::{
+    READERS, SystemPcscd, require, require_file, simlab, simlab_bin, text, workspace_root,
+};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -96,8 +98,20 @@ fn the_ci_examples_run_through_lab_run_beside_a_system_pcscd() {
         return;
     }
     // A pcscd on the system socket with a card of its own, as a developer's machine has.
-    let Some(bench) = Bench::start() else { return };
-    let _system_card = bench.insert(0, &simlab_hil::profile("sim-xor2g.toml"), &[]);
+    let Some(system) = SystemPcscd::start() else {
+        return;
+    };
+    let _system_card = system.ours().then(|| {
+        simlab_hil::Process::spawn(
+            "the system pcscd's card",
+            Command::new(simlab_bin())
+                .args(["emulate", "card", "--profile"])
+                .arg(simlab_hil::profile("sim-xor2g.toml"))
+                .args(["--vpcd", &format!("127.0.0.1:{}", READERS[0].1)])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+    });
 
     let o = run(&[
         "lab",
@@ -148,15 +162,18 @@ fn the_ci_examples_run_through_lab_run_beside_a_system_pcscd() {
         !String::from_utf8_lossy(&cmdline).contains("simlab-lab"),
         "the pid file names a bench's pcscd: {pid_file:?}"
     );
-    simlab_hil::wait_for_card(READERS[0].0, true, Duration::from_secs(5));
-    let o = simlab(&["--reader", READERS[0].0, "card", "info", "--json"]);
-    assert!(o.status.success(), "{:?}", text(&o));
-    assert_eq!(
-        simlab_hil::json(&o)["imsi"],
-        "001010000000004",
-        "{:?}",
-        text(&o)
-    );
+    if system.ours() {
+        // No bench is set, so the harness's `simlab` reaches the system socket.
+        simlab_hil::wait_for_card(READERS[0].0, true, Duration::from_secs(5));
+        let o = simlab(&["--reader", READERS[0].0, "card", "info", "--json"]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        assert_eq!(
+            simlab_hil::json(&o)["imsi"],
+            "001010000000004",
+            "{:?}",
+            text(&o)
+        );
+    }
 }
 
 #[test]

@@ -226,6 +226,7 @@ fn pyscard_runs_the_gsm_sequence_against_the_virtual_card() {
     let _card = bench.insert(0, &profile("sim-comp128v1.toml"), &[]);
     let script = simlab_hil::workspace_root().join("tests/py/pyscard_gsm.py");
     let o = Command::new("/usr/bin/python3")
+        .envs(simlab_hil::bench_env())
         .arg(script)
         .args([READER0, "2233445566778899aabbccddeeff0011"])
         .output()
@@ -326,6 +327,7 @@ fn a_reader_held_exclusively_by_another_process_is_reported() {
     let mut holder = Process::spawn(
         "pyscard holder",
         Command::new("/usr/bin/python3")
+            .envs(simlab_hil::bench_env())
             .args(["-c", &holder_src])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
@@ -350,9 +352,9 @@ fn holder_stdout(p: &mut Process) -> impl Read + '_ {
 
 #[test]
 fn garbage_from_a_card_is_a_clear_error() {
-    let Some(_bench) = Bench::start() else { return };
+    let Some(bench) = Bench::start() else { return };
     // A broken "card": a correct ATR, then one byte where an R-APDU should be.
-    let (reader, port) = READERS[1];
+    let (reader, port) = (READERS[1].0, bench.port(1));
     let card = std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -424,9 +426,7 @@ fn no_pcscd_is_a_clear_error() {
     if !simlab_hil::require("pcscd") {
         return;
     }
-    let Some(_idle) = simlab_hil::without_pcscd() else {
-        return;
-    };
+    let _idle = simlab_hil::without_pcscd();
     for args in [&["readers"][..], &["--reader", "0", "card", "info"][..]] {
         let o = simlab(args);
         assert_eq!(o.status.code(), Some(1), "{args:?}");
@@ -443,11 +443,6 @@ fn the_virtual_card_comes_back_when_pcscd_restarts() {
     let Some(mut bench) = Bench::start() else {
         return;
     };
-    if !bench.owns_pcscd() {
-        // A system pcscd is not ours to restart.
-        eprintln!("skipping: the running pcscd was not started by this test");
-        return;
-    }
     let mut card = bench.insert(0, &profile("sim-comp128v1.toml"), &[]);
     bench.restart_pcscd();
     simlab_hil::wait_for_card(READER0, true, Duration::from_secs(10));

@@ -97,6 +97,7 @@ fn sessions_recorded_on_the_card_side_replay_anywhere() {
         &["--trace", gsm.to_str().unwrap()],
     );
     let o = std::process::Command::new("/usr/bin/python3")
+        .envs(simlab_hil::bench_env())
         .arg(workspace_root().join("tests/py/pyscard_gsm.py"))
         .args([READERS[0].0, "2233445566778899aabbccddeeff0011"])
         .output()

@@ -89,6 +89,8 @@ pub struct Lab {
     pub modems: Vec<Modem>,
     pcscd: Option<pcscd::Pcscd>,
     readers: Vec<String>,
+    base_port: u16,
+    simlab: PathBuf,
     _lock: std::fs::File,
 }
 
@@ -128,6 +130,8 @@ impl Lab {
             modems: Vec::new(),
             pcscd: None,
             readers: (0..readers).map(pcscd::reader_name).collect(),
+            base_port,
+            simlab: spec.simlab.clone(),
             _lock: lock,
         };
         if readers > 0 {
@@ -290,6 +294,28 @@ impl Lab {
             .filter(|(_, c)| present(&c.reader))
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// The vpcd port of reader `i` (for a card a test inserts itself).
+    pub fn port(&self, i: usize) -> u16 {
+        pcscd::slot_port(self.base_port, i)
+    }
+
+    /// Stops pcscd and starts it again on the same socket, readers and ports, as a system
+    /// update or a crash would; the cards' emulators reconnect by themselves.
+    pub fn restart_pcscd(&mut self) -> Result<(), LabError> {
+        let Some(mut old) = self.pcscd.take() else {
+            return Ok(());
+        };
+        old.stop();
+        drop(old);
+        self.pcscd = Some(pcscd::Pcscd::start(
+            &self.dir,
+            self.base_port,
+            self.readers.len(),
+        )?);
+        let simlab = self.simlab.clone();
+        self.wait_readers(&simlab)
     }
 
     /// The state directory.
