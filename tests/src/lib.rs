@@ -488,45 +488,13 @@ pub fn port_open(port: u16) -> bool {
 /// Runs `simlab` with a deadline: a run that has not finished after `timeout` is killed and
 /// fails the test, so a hung modem conversation cannot hang the suite.
 pub fn simlab_timeout(args: &[&str], timeout: Duration) -> Output {
-    let mut child = Command::new(simlab_bin())
-        .args(args)
-        .envs(bench_env())
-        .current_dir(workspace_root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run simlab");
-    // Drain both pipes in threads so a chatty child never blocks on a full pipe.
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_t = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out.read_to_end(&mut b);
-        b
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        b
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("simlab {args:?} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out_t.join().unwrap_or_default(),
-        stderr: err_t.join().unwrap_or_default(),
-    }
+    run_cmd(
+        Command::new(simlab_bin())
+            .args(args)
+            .envs(bench_env())
+            .current_dir(workspace_root()),
+        timeout,
+    )
 }
 
 /// Runs any command with a deadline.

@@ -160,21 +160,28 @@ const SELLER_ID: &str = "cafe-1";
 /// A new token's PIN.
 const TOKEN_PIN: &str = "0000";
 
-fn step(out: &Output, n: usize, title: &str) {
+/// The chapter headings and narration of every demo (this one, `demo roaming`, `demo otp`).
+pub(super) fn step(out: &Output, n: usize, title: &str) {
     if !out.json() {
         println!("\n[{n}] {title}");
     }
 }
 
-fn say(out: &Output, line: &str) {
-    match (out.json(), line.is_empty()) {
-        (true, _) => {}
-        (false, true) => println!(),
-        (false, false) => println!("    {line}"),
+/// A narration line (each line of it indented); an empty one is a blank line.
+pub(super) fn say(out: &Output, line: &str) {
+    if out.json() {
+        return;
+    }
+    if line.is_empty() {
+        println!();
+    }
+    for l in line.lines() {
+        println!("    {l}");
     }
 }
 
-fn ensure(ok: bool, what: &str) -> Result<()> {
+/// A step of the story that did not come out as told is a failed demo.
+pub(super) fn ensure(ok: bool, what: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
@@ -184,7 +191,7 @@ fn ensure(ok: bool, what: &str) -> Result<()> {
     }
 }
 
-fn failed(what: &str, e: impl std::fmt::Display) -> Error {
+pub(super) fn failed(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Mismatch {
         what: format!("{what}: {e}"),
     }

@@ -5,6 +5,7 @@
 //! stops the demo with exit status 1.
 
 use super::Output;
+use super::demo::{ensure, failed, say, step};
 use super::demo_roaming::Running;
 use serde_json::{Value, json};
 use simlab_card::error::{Error, Result};
@@ -31,34 +32,6 @@ const U1: &str = "u1";
 const U1_NUMBER: &str = "+491700000099";
 const SERVICE_NUMBER: &str = "+491609999000";
 const LIMIT: u64 = 10_000;
-
-fn step(out: &Output, n: usize, title: &str) {
-    if !out.json() {
-        println!("\n[{n}] {title}");
-    }
-}
-
-fn say(out: &Output, line: &str) {
-    if !out.json() {
-        for l in line.lines() {
-            println!("    {l}");
-        }
-    }
-}
-
-fn ensure(ok: bool, what: &str) -> Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Mismatch { what: what.into() })
-    }
-}
-
-fn failed(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Mismatch {
-        what: format!("{what}: {e}"),
-    }
-}
 
 fn io(context: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {

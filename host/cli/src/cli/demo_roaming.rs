@@ -6,6 +6,7 @@
 //! serves is refused. Every answer is checked; a failed check stops the demo with exit status 1.
 
 use super::Output;
+use super::demo::{ensure, failed, say, step};
 use serde_json::{Value, json};
 use simlab_applet::chv::pad_pin;
 use simlab_card::error::{Error, Result};
@@ -34,34 +35,6 @@ use tokio::sync::oneshot;
 const MSISDN: &str = "+4791234567";
 const TOKEN_PIN: &str = "0000";
 const DEMO_PROFILE: &str = include_str!("../../../../fixtures/cards/demo-usim.toml");
-
-fn step(out: &Output, n: usize, title: &str) {
-    if !out.json() {
-        println!("\n[{n}] {title}");
-    }
-}
-
-fn say(out: &Output, line: &str) {
-    if !out.json() {
-        for l in line.lines() {
-            println!("    {l}");
-        }
-    }
-}
-
-fn ensure(ok: bool, what: &str) -> Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Mismatch { what: what.into() })
-    }
-}
-
-fn failed(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Mismatch {
-        what: format!("{what}: {e}"),
-    }
-}
 
 /// A server on a thread of its own, stopped (requests finished) when dropped.
 pub struct Running {
