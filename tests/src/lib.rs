@@ -330,6 +330,7 @@ impl Bench {
             modems: Vec::new(),
             base_port: None,
             spare_readers: READERS.len(),
+            token: None,
         })
         .unwrap_or_else(|e| panic!("the test bench: {e}"));
         *BENCH_ENV.lock().unwrap_or_else(|p| p.into_inner()) = lab.env();

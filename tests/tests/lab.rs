@@ -439,3 +439,75 @@ fn lab_up_prints_its_environment_refuses_a_second_bench_and_lab_down_stops_it() 
     assert!(o.status.success(), "{:?}", text(&o));
     assert!(text(&o).0.contains("no bench is running"), "{:?}", text(&o));
 }
+
+#[test]
+fn the_firmware_token_under_qemu_joins_the_bench() {
+    if !stack() || !require("qemu-system-arm") {
+        return;
+    }
+    // The board image, built as CI's firmware step builds it (a no-op when it is current).
+    let board = workspace_root().join("firmware/boards/qemu-lm3s6965");
+    let built = Command::new("cargo")
+        .args(["build", "--quiet", "--release"])
+        .current_dir(&board)
+        .status()
+        .unwrap();
+    assert!(built.success(), "building the QEMU board");
+    let elf = workspace_root().join("target/firmware/thumbv7m-none-eabi/release/simlab-token-qemu");
+    let dir = state("token");
+    let script = format!(
+        "{simlab} --serial \"$SIMLAB_SERIAL\" card info --json; \
+         {simlab} --reader \"$SIMLAB_READER0\" card info --json",
+        simlab = simlab_bin().display()
+    );
+    let o = run(&[
+        "lab",
+        "run",
+        "--state",
+        dir.to_str().unwrap(),
+        "--keep",
+        "--token",
+        elf.to_str().unwrap(),
+        "--token-profile",
+        "fixtures/cards/demo-usim.toml",
+        "--card",
+        USIM,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    // Two JSON documents: the token's card, then the vpcd card.
+    let out = text(&o).0;
+    let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    // The token personalised from demo-usim (whose PIN1 keeps the IMSI), the card usim-milenage.
+    assert_eq!(docs[0]["iccid"], "8988211000000990013", "{out}");
+    assert_eq!(
+        docs[0]["atr"], "3b1e9673696d6c61622d76312d54455354",
+        "the TEST-ONLY token's ATR"
+    );
+    assert_eq!(docs[1]["iccid"], "8988211000000530140", "{out}");
+    let flash = dir.join("token.flash");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&flash).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !leftovers(flash.to_str().unwrap()).is_empty() {
+        assert!(Instant::now() < deadline, "QEMU left running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // An image that is not there: refused before anything starts.
+    let o = run(&["lab", "run", "--token", "no/such.elf", "--", "true"]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("cargo build --release"),
+        "{:?}",
+        text(&o)
+    );
+}

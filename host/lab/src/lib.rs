@@ -8,6 +8,7 @@
 
 pub mod child;
 pub mod pcscd;
+pub mod token;
 
 use child::{Child, Group};
 use std::path::{Path, PathBuf};
@@ -64,6 +65,8 @@ pub struct Spec {
     pub base_port: Option<u16>,
     /// Reader slots to offer beyond the cards (empty readers a test may insert into).
     pub spare_readers: usize,
+    /// The firmware token under QEMU.
+    pub token: Option<token::TokenSpec>,
 }
 
 /// A card in a reader.
@@ -87,6 +90,7 @@ pub struct Lab {
     dir: PathBuf,
     pub cards: Vec<Card>,
     pub modems: Vec<Modem>,
+    pub token: Option<token::Token>,
     pcscd: Option<pcscd::Pcscd>,
     readers: Vec<String>,
     base_port: u16,
@@ -128,6 +132,7 @@ impl Lab {
             dir: spec.dir.clone(),
             cards: Vec::new(),
             modems: Vec::new(),
+            token: None,
             pcscd: None,
             readers: (0..readers).map(pcscd::reader_name).collect(),
             base_port,
@@ -162,6 +167,9 @@ impl Lab {
             let child = Child::spawn(&format!("modem {i}"), &mut cmd, Group::Own)
                 .map_err(io(format!("starting {}", spec.simlab.display())))?;
             lab.modems.push(Modem { link, spool, child });
+        }
+        if let Some(t) = &spec.token {
+            lab.token = Some(token::start(&spec.dir, t)?);
         }
         lab.wait_ready()?;
         lab.wait_cards(&spec.simlab, Instant::now() + Duration::from_secs(20))?;
@@ -333,6 +341,7 @@ impl Lab {
     /// - `PCSCLITE_CSOCK_NAME`: the bench's pcscd (every pcsc-lite client honours it);
     /// - `SIMLAB_READERS`: the readers with cards, in `--card` order, separated by `;`;
     ///   `SIMLAB_READER0`, `SIMLAB_READER1` …: each;
+    /// - `SIMLAB_SERIAL`: the firmware token under QEMU, as `--serial` takes it;
     /// - `SIMLAB_MODEMS`: the modems' pty links, separated by `:`; `SIMLAB_MODEM0` …: each;
     /// - `SIMLAB_LAB`: the state directory (logs of every component).
     pub fn env(&self) -> Vec<(String, String)> {
@@ -353,6 +362,9 @@ impl Lab {
             .iter()
             .map(|m| m.link.display().to_string())
             .collect();
+        if let Some(t) = &self.token {
+            env.push(("SIMLAB_SERIAL".into(), t.serial()));
+        }
         env.push(("SIMLAB_MODEMS".into(), modems.join(":")));
         for (i, m) in modems.iter().enumerate() {
             env.push((format!("SIMLAB_MODEM{i}"), m.clone()));
@@ -371,6 +383,7 @@ impl Lab {
                 .iter_mut()
                 .map(|c| &mut c.child)
                 .chain(self.modems.iter_mut().map(|m| &mut m.child))
+                .chain(self.token.iter_mut().map(|t| &mut t.child))
                 .find_map(|c| c.try_wait().map(|s| format!("{} ({s})", c.name())))
         })
     }
@@ -384,8 +397,14 @@ impl Lab {
         for m in &mut self.modems {
             m.child.signal(libc::SIGTERM);
         }
+        if let Some(t) = &mut self.token {
+            t.child.signal(libc::SIGTERM);
+        }
         for c in &mut self.cards {
             c.child.stop(Duration::from_secs(5));
+        }
+        if let Some(t) = &mut self.token {
+            t.child.stop(Duration::from_secs(5));
         }
         for m in &mut self.modems {
             m.child.stop(Duration::from_secs(5));

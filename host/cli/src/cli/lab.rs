@@ -20,6 +20,7 @@ What the program sees (also printed by `lab up`):
                        opensc-tool, pySim, simlab --reader) uses it instead of the system's
   SIMLAB_READERS       the readers holding the cards, in --card order, separated by `;`
   SIMLAB_READER0 …     each of them (`simlab --reader \"$SIMLAB_READER0\" card info`)
+  SIMLAB_SERIAL        the firmware token under QEMU (--token), as --serial takes it
   SIMLAB_MODEMS        the virtual modems' pty links, separated by `:`
   SIMLAB_MODEM0 …      each of them (`simlab --modem \"$SIMLAB_MODEM0\" sms list`, gammu)
   SIMLAB_LAB           the bench's state directory: pcscd.log, card-N.log, modem-N.log
@@ -96,6 +97,14 @@ pub struct BenchArgs {
     /// (`--modem` names a real modem everywhere else in simlab.)
     #[arg(long = "vmodem", value_name = "PROFILE.toml", num_args = 0..=1, default_missing_value = "")]
     modems: Vec<String>,
+    /// The simlab-firmware token under QEMU from this board image (the qemu-lm3s6965 ELF:
+    /// `cd firmware/boards/qemu-lm3s6965 && cargo build --release` puts it in
+    /// target/firmware/thumbv7m-none-eabi/release/simlab-token-qemu); SIMLAB_SERIAL reaches it.
+    #[arg(long, value_name = "ELF")]
+    token: Option<PathBuf>,
+    /// Personalise the new token from this card profile (default: left factory-fresh).
+    #[arg(long, value_name = "PROFILE.toml", requires = "token")]
+    token_profile: Option<PathBuf>,
     /// Empty readers besides the cards' (for tests that insert cards themselves).
     #[arg(long, value_name = "N", default_value_t = 0)]
     spare_readers: usize,
@@ -153,6 +162,20 @@ fn spec(bench: &BenchArgs, dir: PathBuf) -> Result<Spec> {
             modems.push(Some(PathBuf::from(m)));
         }
     }
+    if let Some(elf) = &bench.token
+        && !elf.is_file()
+    {
+        return Err(Error::arg(
+            "--token",
+            format!(
+                "{} is not a file (build it: cd firmware/boards/qemu-lm3s6965 && cargo build --release)",
+                elf.display()
+            ),
+        ));
+    }
+    if let Some(p) = &bench.token_profile {
+        Profile::load(p)?;
+    }
     if bench.cards.len() + bench.spare_readers > simlab_lab::pcscd::MAX_READERS {
         return Err(lab_error(LabError::TooManyCards {
             asked: bench.cards.len() + bench.spare_readers,
@@ -180,6 +203,10 @@ fn spec(bench: &BenchArgs, dir: PathBuf) -> Result<Spec> {
             .collect(),
         base_port: bench.port,
         spare_readers: bench.spare_readers,
+        token: bench
+            .token
+            .as_ref()
+            .map(|elf| simlab_lab::token::TokenSpec { elf: absolute(elf) }),
     })
 }
 
@@ -247,6 +274,25 @@ fn install_stop() -> Result<()> {
     })
 }
 
+/// Starts the bench and personalises its token, if one was asked for with a profile (the
+/// image travels only over the link, as `firmware/examples/personalise.rs` sends it).
+fn start(spec: &Spec, bench: &BenchArgs) -> Result<Lab> {
+    let lab = Lab::start(spec).map_err(lab_error)?;
+    if let (Some(token), Some(profile)) = (&lab.token, &bench.token_profile) {
+        let profile = Profile::load(profile)?;
+        let mut link = simlab_card::transport::serial::SerialTransport::open(&token.serial())?;
+        if !link.info().personalised() {
+            let card = profile.build_card_seeded([0; 32]);
+            let mut image = vec![0u8; simlab_applet::state::STATE_LEN];
+            card.save_state(&mut image);
+            let result = link.personalise(&image);
+            image.fill(0);
+            result?;
+        }
+    }
+    Ok(lab)
+}
+
 fn lab_run(out: &Output, bench: &BenchArgs, keep: bool, command: &[String]) -> Result<i32> {
     let (dir, ours) = match &bench.state {
         Some(d) => (d.clone(), false),
@@ -259,11 +305,10 @@ fn lab_run(out: &Output, bench: &BenchArgs, keep: bool, command: &[String]) -> R
     };
     install_stop()?;
     let started = std::time::Instant::now();
-    let mut lab = Lab::start(&spec).map_err(|e| {
+    let mut lab = start(&spec, bench).inspect_err(|_| {
         if ours {
             let _ = std::fs::remove_dir_all(&dir);
         }
-        lab_error(e)
     })?;
     out.detail(&format!(
         "lab: ready in {} ms: {} card(s), {} modem(s) in {}",
@@ -332,7 +377,7 @@ fn lab_up(out: &Output, bench: &BenchArgs) -> Result<i32> {
     let dir = bench.state.clone().unwrap_or_else(default_state);
     let spec = spec(bench, dir.clone())?;
     install_stop()?;
-    let mut lab = Lab::start(&spec).map_err(lab_error)?;
+    let mut lab = start(&spec, bench)?;
     let env = lab.env();
     let text: String = env
         .iter()
