@@ -254,6 +254,22 @@ fn exit_status_passes_through_and_bad_input_starts_nothing() {
         assert!(text(&o).1.contains(says), "{rest:?}: {:?}", text(&o));
         assert_gone(&dir, port);
     }
+    // pcscd or vpcd missing: the message says how to install it.
+    for (var, install) in [
+        ("SIMLAB_PCSCD", "apt-get install pcscd"),
+        ("SIMLAB_VPCD_DRIVER", "apt-get install vsmartcard-vpcd"),
+    ] {
+        let o = Command::new(simlab_bin())
+            .args(base)
+            .args(["--card", USIM, "--", "true"])
+            .env(var, "/nonexistent/simlab-test")
+            .current_dir(workspace_root())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{var}: {:?}", text(&o));
+        assert!(text(&o).1.contains(install), "{var}: {:?}", text(&o));
+        assert_gone(&dir, port);
+    }
     // A port in use.
     let _taken = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
     let o = with(&["--card", USIM, "--", "true"]);

@@ -112,7 +112,7 @@ impl Lab {
         }
         if readers > 0 {
             pcscd::find_pcscd()?;
-            pcscd::check_vpcd()?;
+            pcscd::find_vpcd()?;
         }
         let slots = readers.div_ceil(2) * 2;
         let base_port = match spec.base_port {

@@ -22,8 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The vpcd driver that Debian's vsmartcard-vpcd installs.
-pub const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
+/// Where distributions install the vpcd driver (Debian/Ubuntu, Fedora, a source build).
+const VPCD_DRIVERS: [&str; 3] = [
+    "/usr/lib/pcsc/drivers/serial/libifdvpcd.so",
+    "/usr/lib64/pcsc/drivers/serial/libifdvpcd.so",
+    "/usr/local/lib/pcsc/drivers/serial/libifdvpcd.so",
+];
 /// Readers one pcscd serves.
 pub const MAX_READERS: usize = 16;
 /// Slots per vpcd reader entry.
@@ -47,35 +51,51 @@ pub fn slot_port(base: u16, i: usize) -> u16 {
     base + i as u16
 }
 
-/// Finds pcscd, or says how to install it.
+/// Finds pcscd (`SIMLAB_PCSCD`, else PATH and the sbin directories), or says how to install
+/// it.
 pub fn find_pcscd() -> Result<PathBuf, LabError> {
-    for dir in std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-    {
-        let candidate = dir.join("pcscd");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    Err(LabError::Missing {
-        what: "pcscd".into(),
+    let missing = |what: String| LabError::Missing {
+        what,
         install: "sudo apt-get install pcscd".into(),
-    })
+    };
+    if let Some(given) = std::env::var_os("SIMLAB_PCSCD") {
+        let given = PathBuf::from(given);
+        return if given.is_file() {
+            Ok(given)
+        } else {
+            Err(missing(format!("pcscd (SIMLAB_PCSCD={})", given.display())))
+        };
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join("pcscd"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| missing("pcscd".into()))
 }
 
-/// Checks the vpcd driver is installed.
-pub fn check_vpcd() -> Result<(), LabError> {
-    if Path::new(VPCD_DRIVER).is_file() {
-        Ok(())
-    } else {
-        Err(LabError::Missing {
-            what: format!("the vpcd driver ({VPCD_DRIVER})"),
-            install: "sudo apt-get install vsmartcard-vpcd".into(),
-        })
+/// Finds the vpcd driver (`SIMLAB_VPCD_DRIVER`, else the distributions' places), or says how
+/// to install it.
+pub fn find_vpcd() -> Result<PathBuf, LabError> {
+    let missing = |what: String| LabError::Missing {
+        what,
+        install: "sudo apt-get install vsmartcard-vpcd".into(),
+    };
+    if let Some(given) = std::env::var_os("SIMLAB_VPCD_DRIVER") {
+        let given = PathBuf::from(given);
+        return if given.is_file() {
+            Ok(given)
+        } else {
+            Err(missing(format!(
+                "the vpcd driver (SIMLAB_VPCD_DRIVER={})",
+                given.display()
+            )))
+        };
     }
+    VPCD_DRIVERS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| missing(format!("the vpcd driver ({})", VPCD_DRIVERS.join(", "))))
 }
 
 /// Whether something listens on TCP `port` of any local address, from /proc/net/tcp{,6}
@@ -139,7 +159,7 @@ impl Pcscd {
     /// slot's port listens.
     pub fn start(dir: &Path, base_port: u16, readers: usize) -> Result<Pcscd, LabError> {
         let pcscd = find_pcscd()?;
-        check_vpcd()?;
+        let vpcd = find_vpcd()?;
         let io = |context: String| move |source| LabError::Io { context, source };
         let conf = dir.join(CONF_DIR);
         std::fs::create_dir_all(&conf).map_err(io(format!("creating {}", conf.display())))?;
@@ -151,11 +171,14 @@ impl Pcscd {
             // driver file share (and overwrite) it: only one of their cards is ever accepted.
             // Each further entry gets a copy of the driver, which pcscd loads separately.
             let (name, driver) = if e == 0 {
-                ("Virtual PCD".to_string(), PathBuf::from(VPCD_DRIVER))
+                ("Virtual PCD".to_string(), vpcd.clone())
             } else {
                 let copy = dir.join(format!("libifdvpcd-{e}.so"));
-                std::fs::copy(VPCD_DRIVER, &copy)
-                    .map_err(io(format!("copying {VPCD_DRIVER} to {}", copy.display())))?;
+                std::fs::copy(&vpcd, &copy).map_err(io(format!(
+                    "copying {} to {}",
+                    vpcd.display(),
+                    copy.display()
+                )))?;
                 (format!("Virtual PCD #{e}"), copy)
             };
             text.push_str(&format!(

@@ -37,7 +37,8 @@ macro_rules! run_help {
         concat!(
         "Exit status: COMMAND's; 128+N when a signal N ended it; 127 when COMMAND does not exist;\n",
         "2 for bad input (a profile that does not parse, too many cards, a port in use, pcscd or\n",
-        "vpcd missing), found before anything starts.\n\n",
+        "vpcd missing), found before anything starts. SIMLAB_PCSCD and SIMLAB_VPCD_DRIVER name\n",
+        "pcscd and libifdvpcd.so where they are not in the usual places.\n\n",
         "Examples:\n",
         "  simlab lab run --card fixtures/cards/usim-milenage.toml -- pcsc_scan -r\n",
         "  simlab lab run --card a.toml --card b.toml --vmodem -- python3 -m pytest tests/\n",
@@ -220,8 +221,9 @@ fn lab_error(e: LabError) -> Error {
         LabError::TooManyCards { .. } => Error::arg("--card", e.to_string()),
         LabError::PortInUse { .. } => Error::arg("--port", e.to_string()),
         LabError::Busy { .. } => Error::arg("--state", e.to_string()),
-        LabError::NotReady { .. } => Error::Mismatch {
-            what: format!("the bench: {e}"),
+        LabError::NotReady { what, log } => Error::Io {
+            context: format!("the bench: {what} did not come up"),
+            source: std::io::Error::other(format!("its log ends:\n{log}")),
         },
         LabError::Io { context, source } => Error::Io { context, source },
     }
