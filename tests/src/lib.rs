@@ -13,7 +13,7 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod postgres;
@@ -225,74 +225,83 @@ pub const READERS: [(&str, u16); 2] = [("Virtual PCD 00 00", 35963), ("Virtual P
 
 const PCSCD_SOCKET: &str = "/run/pcscd/pcscd.comm";
 
-/// What the bench of the running test adds to the environment of every program the harness
-/// starts (`PCSCLITE_CSOCK_NAME` …); empty outside a bench.
-static BENCH_ENV: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+thread_local! {
+    /// What the bench of this thread's test adds to the environment of every program the
+    /// harness starts for it (`PCSCLITE_CSOCK_NAME` …); empty outside a bench. Per thread, so
+    /// tests with benches of their own run side by side.
+    static BENCH_ENV: std::cell::RefCell<Vec<(String, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
 
-/// The current bench's environment, for programs a test starts itself (pyscard, pcsc_scan).
+fn set_bench_env(env: Vec<(String, String)>) {
+    BENCH_ENV.with(|e| *e.borrow_mut() = env);
+}
+
+/// The current test's bench environment, for programs it starts itself (pyscard, pcsc_scan).
 pub fn bench_env() -> Vec<(String, String)> {
-    BENCH_ENV.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    BENCH_ENV.with(|e| e.borrow().clone())
 }
 
 /// A private bench with two empty readers (simlab's own `simlab lab` code, `simlab_lab`): a
 /// pcscd of its own on a socket and ports nobody else uses, so a system pcscd is neither
-/// needed nor disturbed and no test skips because of one. Tests that hold it are serialised
-/// by [`BenchLock`], because [`simlab`] and [`bench_env`] hand its environment to every
-/// program the harness starts.
+/// needed nor disturbed, no test skips because of one, and benches run side by side. Its
+/// environment reaches every program the harness starts on the test's thread ([`simlab`],
+/// [`bench_env`]).
 pub struct Bench {
     lab: simlab_lab::Lab,
-    _lock: BenchLock,
+    _share: BenchLock,
 }
 
-static BENCH_LOCK: Mutex<()> = Mutex::new(());
-
-/// The right to set the harness's bench environment: a mutex for the tests of this process
-/// and an exclusive lock on a file for every other process (another test binary, a
-/// developer's second `cargo test`), which may start a [`SystemPcscd`].
+/// A bench's pcscd rewrites `/run/pcscd/pcscd.pid` while it runs (see simlab_lab::pcscd):
+/// benches hold this lock shared, and the one test that checks a system pcscd's pid file
+/// ([`SystemPcscd`]) holds it exclusively, in this process and any other.
 pub struct BenchLock {
     _file: std::fs::File,
-    _mutex: MutexGuard<'static, ()>,
 }
 
-/// Waits for the bench: see [`BenchLock`].
-pub fn bench_lock() -> BenchLock {
-    let mutex = BENCH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+fn lock_file() -> std::fs::File {
     let path = std::env::temp_dir().join("simlab-bench.lock");
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    file.lock()
-        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
-    BenchLock {
-        _file: file,
-        _mutex: mutex,
-    }
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+/// The lock shared with every other bench.
+pub fn bench_share() -> BenchLock {
+    let file = lock_file();
+    file.lock_shared().expect("shared bench lock");
+    BenchLock { _file: file }
+}
+
+/// The lock alone: no bench's pcscd runs while it is held.
+pub fn bench_lock() -> BenchLock {
+    let file = lock_file();
+    file.lock().expect("exclusive bench lock");
+    BenchLock { _file: file }
 }
 
 /// No pcscd at all, as far as the programs the harness starts can tell: their
 /// `PCSCLITE_CSOCK_NAME` names a socket nobody listens on. Whatever runs on the machine.
 pub struct NoPcscd {
-    _lock: BenchLock,
     dir: PathBuf,
 }
 
 pub fn without_pcscd() -> NoPcscd {
-    let lock = bench_lock();
     let dir = temp_path("no-pcscd");
     std::fs::create_dir_all(&dir).expect("no-pcscd dir");
-    *BENCH_ENV.lock().unwrap_or_else(|p| p.into_inner()) = vec![(
+    set_bench_env(vec![(
         "PCSCLITE_CSOCK_NAME".into(),
         dir.join("pcscd.comm").display().to_string(),
-    )];
-    NoPcscd { _lock: lock, dir }
+    )]);
+    NoPcscd { dir }
 }
 
 impl Drop for NoPcscd {
     fn drop(&mut self) {
-        BENCH_ENV.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        set_bench_env(Vec::new());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -308,7 +317,7 @@ impl Bench {
     /// Starts the bench. `None` (skip) when pcscd or vpcd are missing and `SIMLAB_HIL` is not
     /// `require`.
     pub fn start() -> Option<Self> {
-        let lock = bench_lock();
+        let share = bench_share();
         if !require("pcscd")
             || !require_file(
                 "/usr/lib/pcsc/drivers/serial/libifdvpcd.so",
@@ -333,8 +342,8 @@ impl Bench {
             token: None,
         })
         .unwrap_or_else(|e| panic!("the test bench: {e}"));
-        *BENCH_ENV.lock().unwrap_or_else(|p| p.into_inner()) = lab.env();
-        Some(Bench { lab, _lock: lock })
+        set_bench_env(lab.env());
+        Some(Bench { lab, _share: share })
     }
 
     /// The vpcd port of reader `slot`.
@@ -362,7 +371,7 @@ impl Bench {
 impl Drop for Bench {
     fn drop(&mut self) {
         self.lab.stop();
-        BENCH_ENV.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        set_bench_env(Vec::new());
     }
 }
 

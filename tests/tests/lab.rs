@@ -181,6 +181,8 @@ fn sixteen_cards_and_two_modems_on_one_bench() {
     if !stack() {
         return;
     }
+    // Beside other benches, not beside the test that checks the system pcscd's pid file.
+    let _share = simlab_hil::bench_share();
     let mut args = vec!["lab", "run"];
     for _ in 0..16 {
         args.extend(["--card", USIM]);
@@ -221,6 +223,8 @@ fn exit_status_passes_through_and_bad_input_starts_nothing() {
     if !stack() {
         return;
     }
+    // Beside other benches, not beside the test that checks the system pcscd's pid file.
+    let _share = simlab_hil::bench_share();
     let dir = state("status");
     let port = free_port();
     let p = port.to_string();
@@ -336,6 +340,8 @@ fn teardown_leaves_nothing_whatever_ends_the_run() {
     if !stack() {
         return;
     }
+    // Beside other benches, not beside the test that checks the system pcscd's pid file.
+    let _share = simlab_hil::bench_share();
     let dir = state("teardown");
     let port = free_port();
 
@@ -394,6 +400,8 @@ fn lab_up_prints_its_environment_refuses_a_second_bench_and_lab_down_stops_it() 
     if !stack() || !require("pcsc_scan") {
         return;
     }
+    // Beside other benches, not beside the test that checks the system pcscd's pid file.
+    let _share = simlab_hil::bench_share();
     let dir = state("up");
     let mut up = Command::new(simlab_bin())
         .args(["lab", "up", "--state"])
@@ -461,6 +469,8 @@ fn the_firmware_token_under_qemu_joins_the_bench() {
     if !stack() || !require("qemu-system-arm") {
         return;
     }
+    // Beside other benches, not beside the test that checks the system pcscd's pid file.
+    let _share = simlab_hil::bench_share();
     // The board image, built as CI's firmware step builds it (a no-op when it is current).
     let board = workspace_root().join("firmware/boards/qemu-lm3s6965");
     let built = Command::new("cargo")

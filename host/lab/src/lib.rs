@@ -140,13 +140,25 @@ impl Lab {
             _lock: lock,
         };
         if readers > 0 {
-            lab.pcscd = Some(pcscd::Pcscd::start(&spec.dir, base_port, readers)?);
+            // Free ports found a moment ago can be taken by another bench starting meanwhile:
+            // unless the user chose them, try other ones.
+            let mut tries = 0;
+            let pcscd = loop {
+                match pcscd::Pcscd::start(&spec.dir, lab.base_port, readers) {
+                    Err(LabError::PortInUse { .. }) if spec.base_port.is_none() && tries < 5 => {
+                        tries += 1;
+                        lab.base_port = pcscd::free_ports(slots)?;
+                    }
+                    other => break other?,
+                }
+            };
+            lab.pcscd = Some(pcscd);
             // A card that connects while pcscd still initialises its readers can be left
             // unaccepted in the second slot of a vpcd entry: wait until pcscd lists them all.
             lab.wait_readers(&spec.simlab)?;
         }
         for i in 0..spec.cards.len() {
-            lab.start_card(spec, i, base_port)?;
+            lab.start_card(spec, i, lab.base_port)?;
         }
         for (i, sim) in spec.modems.iter().enumerate() {
             let link = spec.dir.join(format!("modem-{i}"));

@@ -128,10 +128,13 @@ pub fn ports_free(base: u16, n: usize) -> Result<(), u16> {
     Ok(())
 }
 
-/// A run of `n` free ports, looked for from a point that differs per process so that two
-/// benches starting together rarely try the same ones.
+/// A run of `n` free ports, looked for from a point that differs per process and per call, so
+/// that benches starting together (in several processes, or threads of one) rarely try the
+/// same ones; the caller retries when one is taken in between anyway.
 pub fn free_ports(n: usize) -> Result<u16, LabError> {
-    let start = 20_000 + (std::process::id() as usize * 7 % 20_000) as u16;
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let start = 20_000 + ((std::process::id() as usize * 7 + call * 37) % 40_000) as u16;
     let mut base = start;
     for _ in 0..2_000 {
         if ports_free(base, n).is_ok() {
@@ -236,9 +239,11 @@ impl Pcscd {
             .map(|i| slot_port(base_port, i))
             .collect();
         while let Some(&port) = ports.iter().find(|&&p| !listening(p)) {
-            if me.child.try_wait().is_some() || Instant::now() > deadline {
-                let log = std::fs::read_to_string(dir.join("pcscd.log")).unwrap_or_default();
-                return Err(if log.contains("Address already in use") {
+            let log = std::fs::read_to_string(dir.join("pcscd.log")).unwrap_or_default();
+            // vpcd logs a port it cannot bind and pcscd goes on without that reader.
+            let taken = log.contains("Address already in use");
+            if taken || me.child.try_wait().is_some() || Instant::now() > deadline {
+                return Err(if taken {
                     LabError::PortInUse { port }
                 } else {
                     LabError::NotReady {
