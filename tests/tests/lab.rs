@@ -23,6 +23,12 @@ fn stack() -> bool {
         )
 }
 
+/// The stack, and the right to run a bench beside other benches (but not beside the test that
+/// checks the system pcscd's pid file); `None` (skip) only without `SIMLAB_HIL=require`.
+fn bench() -> Option<simlab_hil::BenchLock> {
+    stack().then(simlab_hil::bench_share)
+}
+
 fn state(name: &str) -> PathBuf {
     let dir = simlab_hil::temp_path(&format!("lab-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -178,11 +184,7 @@ fn the_ci_examples_run_through_lab_run_beside_a_system_pcscd() {
 
 #[test]
 fn sixteen_cards_and_two_modems_on_one_bench() {
-    if !stack() {
-        return;
-    }
-    // Beside other benches, not beside the test that checks the system pcscd's pid file.
-    let _share = simlab_hil::bench_share();
+    let Some(_share) = bench() else { return };
     let mut args = vec!["lab", "run"];
     for _ in 0..16 {
         args.extend(["--card", USIM]);
@@ -220,11 +222,7 @@ fn sixteen_cards_and_two_modems_on_one_bench() {
 
 #[test]
 fn exit_status_passes_through_and_bad_input_starts_nothing() {
-    if !stack() {
-        return;
-    }
-    // Beside other benches, not beside the test that checks the system pcscd's pid file.
-    let _share = simlab_hil::bench_share();
+    let Some(_share) = bench() else { return };
     let dir = state("status");
     let port = free_port();
     let p = port.to_string();
@@ -337,11 +335,7 @@ fn wait(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
 
 #[test]
 fn teardown_leaves_nothing_whatever_ends_the_run() {
-    if !stack() {
-        return;
-    }
-    // Beside other benches, not beside the test that checks the system pcscd's pid file.
-    let _share = simlab_hil::bench_share();
+    let Some(_share) = bench() else { return };
     let dir = state("teardown");
     let port = free_port();
 
@@ -397,11 +391,9 @@ fn teardown_leaves_nothing_whatever_ends_the_run() {
 
 #[test]
 fn lab_up_prints_its_environment_refuses_a_second_bench_and_lab_down_stops_it() {
-    if !stack() || !require("pcsc_scan") {
+    let Some(_share) = bench().filter(|_| require("pcsc_scan")) else {
         return;
-    }
-    // Beside other benches, not beside the test that checks the system pcscd's pid file.
-    let _share = simlab_hil::bench_share();
+    };
     let dir = state("up");
     let mut up = Command::new(simlab_bin())
         .args(["lab", "up", "--state"])
@@ -466,11 +458,9 @@ fn lab_up_prints_its_environment_refuses_a_second_bench_and_lab_down_stops_it() 
 
 #[test]
 fn the_firmware_token_under_qemu_joins_the_bench() {
-    if !stack() || !require("qemu-system-arm") {
+    let Some(_share) = bench().filter(|_| require("qemu-system-arm")) else {
         return;
-    }
-    // Beside other benches, not beside the test that checks the system pcscd's pid file.
-    let _share = simlab_hil::bench_share();
+    };
     // The board image, built as CI's firmware step builds it (a no-op when it is current).
     let board = workspace_root().join("firmware/boards/qemu-lm3s6965");
     let built = Command::new("cargo")

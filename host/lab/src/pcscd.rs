@@ -51,51 +51,58 @@ pub fn slot_port(base: u16, i: usize) -> u16 {
     base + i as u16
 }
 
-/// Finds pcscd (`SIMLAB_PCSCD`, else PATH and the sbin directories), or says how to install
-/// it.
-pub fn find_pcscd() -> Result<PathBuf, LabError> {
+/// A program or library the bench needs: the path in `var` if that is set (and then it must
+/// exist), else the first of `candidates` that does; else what is missing and how to install it.
+pub(crate) fn locate(
+    var: &str,
+    candidates: impl IntoIterator<Item = PathBuf>,
+    what: &str,
+    package: &str,
+) -> Result<PathBuf, LabError> {
     let missing = |what: String| LabError::Missing {
         what,
-        install: "sudo apt-get install pcscd".into(),
+        install: format!("sudo apt-get install {package}"),
     };
-    if let Some(given) = std::env::var_os("SIMLAB_PCSCD") {
+    if let Some(given) = std::env::var_os(var) {
         let given = PathBuf::from(given);
         return if given.is_file() {
             Ok(given)
         } else {
-            Err(missing(format!("pcscd (SIMLAB_PCSCD={})", given.display())))
+            Err(missing(format!("{what} ({var}={})", given.display())))
         };
     }
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join("pcscd"))
+    candidates
+        .into_iter()
         .find(|p| p.is_file())
-        .ok_or_else(|| missing("pcscd".into()))
+        .ok_or_else(|| missing(what.to_string()))
 }
 
-/// Finds the vpcd driver (`SIMLAB_VPCD_DRIVER`, else the distributions' places), or says how
-/// to install it.
+/// `name` in each PATH directory, then in `extra`.
+pub(crate) fn on_path(name: &str, extra: &[&str]) -> Vec<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain(extra.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .collect()
+}
+
+/// Finds pcscd (`SIMLAB_PCSCD`, else PATH and the sbin directories).
+pub fn find_pcscd() -> Result<PathBuf, LabError> {
+    locate(
+        "SIMLAB_PCSCD",
+        on_path("pcscd", &["/usr/sbin", "/sbin"]),
+        "pcscd",
+        "pcscd",
+    )
+}
+
+/// Finds the vpcd driver (`SIMLAB_VPCD_DRIVER`, else the distributions' places).
 pub fn find_vpcd() -> Result<PathBuf, LabError> {
-    let missing = |what: String| LabError::Missing {
-        what,
-        install: "sudo apt-get install vsmartcard-vpcd".into(),
-    };
-    if let Some(given) = std::env::var_os("SIMLAB_VPCD_DRIVER") {
-        let given = PathBuf::from(given);
-        return if given.is_file() {
-            Ok(given)
-        } else {
-            Err(missing(format!(
-                "the vpcd driver (SIMLAB_VPCD_DRIVER={})",
-                given.display()
-            )))
-        };
-    }
-    VPCD_DRIVERS
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .ok_or_else(|| missing(format!("the vpcd driver ({})", VPCD_DRIVERS.join(", "))))
+    locate(
+        "SIMLAB_VPCD_DRIVER",
+        VPCD_DRIVERS.iter().map(PathBuf::from),
+        "the vpcd driver (libifdvpcd.so)",
+        "vsmartcard-vpcd",
+    )
 }
 
 /// Whether something listens on TCP `port` of any local address, from /proc/net/tcp{,6}

@@ -32,15 +32,14 @@ impl Token {
     }
 }
 
-/// Finds qemu-system-arm, or says how to install it.
+/// Finds qemu-system-arm (`SIMLAB_QEMU`, else PATH), or says how to install it.
 pub fn find_qemu() -> Result<PathBuf, LabError> {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("qemu-system-arm"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| LabError::Missing {
-            what: "qemu-system-arm".into(),
-            install: "sudo apt-get install qemu-system-arm".into(),
-        })
+    pcscd::locate(
+        "SIMLAB_QEMU",
+        pcscd::on_path("qemu-system-arm", &[]),
+        "qemu-system-arm",
+        "qemu-system-arm",
+    )
 }
 
 /// Starts QEMU with the token and waits until its UART port listens.

@@ -37,8 +37,8 @@ macro_rules! run_help {
         concat!(
         "Exit status: COMMAND's; 128+N when a signal N ended it; 127 when COMMAND does not exist;\n",
         "2 for bad input (a profile that does not parse, too many cards, a port in use, pcscd or\n",
-        "vpcd missing), found before anything starts. SIMLAB_PCSCD and SIMLAB_VPCD_DRIVER name\n",
-        "pcscd and libifdvpcd.so where they are not in the usual places.\n\n",
+        "vpcd missing), found before anything starts. SIMLAB_PCSCD, SIMLAB_VPCD_DRIVER and\n",
+        "SIMLAB_QEMU name pcscd, libifdvpcd.so and qemu-system-arm where they are not in the usual places.\n\n",
         "Examples:\n",
         "  simlab lab run --card fixtures/cards/usim-milenage.toml -- pcsc_scan -r\n",
         "  simlab lab run --card a.toml --card b.toml --vmodem -- python3 -m pytest tests/\n",

@@ -50,3 +50,56 @@ impl Lookup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Peer;
+
+    fn get(path: &str, role: Option<Role>) -> Response {
+        let lookup = Lookup::new([("u3", "0049 170 0000097"), ("a b/c", "+491700000011")]);
+        lookup.handle(&Request {
+            method: "GET".into(),
+            path: path.into(),
+            query: None,
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer: None,
+            client: role.map(|role| Peer {
+                role,
+                name: "otp".into(),
+                serial_hex: "01".into(),
+            }),
+        })
+    }
+
+    fn body(r: &Response) -> serde_json::Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn only_peers_learn_a_number_and_unknown_identifiers_are_404() {
+        let r = get("/v1/subscribers/u3", Some(Role::Peer));
+        assert_eq!(
+            (r.status, body(&r)["msisdn"].clone()),
+            (200, json!("0049 170 0000097"))
+        );
+        // Identifiers arrive percent-encoded, as the OTP server sends them.
+        let r = get("/v1/subscribers/a%20b%2Fc", Some(Role::Peer));
+        assert_eq!(r.status, 200, "{:?}", body(&r));
+        let r = get("/v1/subscribers/u4", Some(Role::Peer));
+        assert_eq!(
+            (r.status, body(&r)["error"].clone()),
+            (404, json!("unknown_subscriber"))
+        );
+        for role in [None, Some(Role::Server), Some(Role::Seller)] {
+            let r = get("/v1/subscribers/u3", role);
+            assert_eq!(r.status, 403, "{role:?}");
+            assert!(
+                !String::from_utf8_lossy(&r.body).contains("0000097"),
+                "{role:?}"
+            );
+        }
+        assert_eq!(get("/v1/subscribers", Some(Role::Peer)).status, 404);
+    }
+}
