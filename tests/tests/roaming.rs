@@ -121,7 +121,6 @@ impl World {
         issue("seller", "cp-bank", "cp-bank-tls");
         issue("server", "fi", "fi-tls");
         let ca_pem = ca_dir.join("ca.pem");
-        let (dk_port, no_port, se_port) = (free_port(), free_port(), free_port());
         let url = |p: u16| format!("https://127.0.0.1:{p}");
         let db = |n: &str| match &opts.postgres {
             Some(server) => format!("{}/mec_{n}", server.trim_end_matches("/postgres")),
@@ -170,10 +169,6 @@ impl World {
         } else {
             "mec-no-tls"
         };
-        partner("dk", "mec-no", no_port, "47", &["9", "4"], no_cert);
-        partner("dk", "mec-se", se_port, "46", &[], "mec-se-tls");
-        partner("no", "mec-dk", dk_port, "45", &[], "mec-dk-tls");
-        partner("se", "mec-dk", dk_port, "45", &[], "mec-dk-tls");
         for (cp, methods) in [("cp-card", "card"), ("cp-bank", "bank")] {
             ok(&simlab(&[
                 "mec",
@@ -237,8 +232,8 @@ impl World {
         let mut w = World {
             dir: dir.clone(),
             procs: Vec::new(),
-            dk: url(dk_port),
-            no: url(no_port),
+            dk: String::new(),
+            no: String::new(),
             cp_card: String::new(),
             cp_bank: String::new(),
             state,
@@ -260,46 +255,89 @@ impl World {
             ],
         );
         let ttl = opts.contract_ttl.to_string();
-        for (n, port) in [("no", no_port), ("se", se_port)] {
-            let listen = format!("127.0.0.1:{port}");
-            w.spawn(
-                n,
-                &[
-                    "mec",
-                    "serve",
-                    "--name",
-                    &format!("mec-{n}"),
-                    "--db",
-                    &db(n),
-                    "--listen",
-                    &listen,
-                    "--tls",
-                    s(&dir.join(format!("mec-{n}-tls"))),
-                ],
-            );
+        // The three servers must know each other's URLs before they start (the partner table
+        // is read at start), so their ports are picked first; a parallel test may take one
+        // before its server binds it, and then the round starts again with others.
+        for round in 1.. {
+            let (dk_port, no_port, se_port) = (free_port(), free_port(), free_port());
+            partner("dk", "mec-no", no_port, "47", &["9", "4"], no_cert);
+            partner("dk", "mec-se", se_port, "46", &[], "mec-se-tls");
+            partner("no", "mec-dk", dk_port, "45", &[], "mec-dk-tls");
+            partner("se", "mec-dk", dk_port, "45", &[], "mec-dk-tls");
+            let before = w.procs.len();
+            let started = [("no", no_port), ("se", se_port)]
+                .into_iter()
+                .try_for_each(|(n, port)| {
+                    let listen = format!("127.0.0.1:{port}");
+                    w.try_spawn(
+                        n,
+                        &[
+                            "mec",
+                            "serve",
+                            "--name",
+                            &format!("mec-{n}"),
+                            "--db",
+                            &db(n),
+                            "--listen",
+                            &listen,
+                            "--tls",
+                            s(&dir.join(format!("mec-{n}-tls"))),
+                        ],
+                    )
+                    .map(drop)
+                })
+                .and_then(|()| {
+                    let listen = format!("127.0.0.1:{dk_port}");
+                    w.try_spawn(
+                        "dk",
+                        &[
+                            "mec",
+                            "serve",
+                            "--name",
+                            "mec-dk",
+                            "--db",
+                            &db("dk"),
+                            "--listen",
+                            &listen,
+                            "--tls",
+                            s(&dir.join("mec-dk-tls")),
+                            "--fi",
+                            &fi,
+                            "--partner-timeout-ms",
+                            "700",
+                            "--contract-ttl",
+                            &ttl,
+                        ],
+                    )
+                });
+            match started {
+                Ok(_) => {
+                    w.dk = url(dk_port);
+                    w.no = url(no_port);
+                    break;
+                }
+                Err(log) if round < 5 && log.contains("Address already in use") => {
+                    w.procs.truncate(before);
+                    for (on, name) in [
+                        ("dk", "mec-no"),
+                        ("dk", "mec-se"),
+                        ("no", "mec-dk"),
+                        ("se", "mec-dk"),
+                    ] {
+                        ok(&simlab(&[
+                            "mec",
+                            "partner",
+                            "remove",
+                            "--db",
+                            &db(on),
+                            "--name",
+                            name,
+                        ]));
+                    }
+                }
+                Err(log) => panic!("the MeC servers did not start:\n{log}"),
+            }
         }
-        let listen = format!("127.0.0.1:{dk_port}");
-        w.spawn(
-            "dk",
-            &[
-                "mec",
-                "serve",
-                "--name",
-                "mec-dk",
-                "--db",
-                &db("dk"),
-                "--listen",
-                &listen,
-                "--tls",
-                s(&dir.join("mec-dk-tls")),
-                "--fi",
-                &fi,
-                "--partner-timeout-ms",
-                "700",
-                "--contract-ttl",
-                &ttl,
-            ],
-        );
         let dk = w.dk.clone();
         w.cp_card = w.spawn(
             "cp-card",
@@ -334,6 +372,12 @@ impl World {
 
     /// Starts a server with its log in `<name>.log`; returns the URL its first line names.
     fn spawn(&mut self, name: &str, args: &[&str]) -> String {
+        self.try_spawn(name, args)
+            .unwrap_or_else(|log| panic!("{name} did not start:\n{log}"))
+    }
+
+    /// [`World::spawn`], or the server's log when it did not start.
+    fn try_spawn(&mut self, name: &str, args: &[&str]) -> Result<String, String> {
         let log = std::fs::File::create(self.log_path(name)).unwrap();
         let mut cmd = Command::new(simlab_bin());
         cmd.args(args)
@@ -345,13 +389,13 @@ impl World {
         BufReader::new(p.stdout().expect("piped stdout"))
             .read_line(&mut line)
             .expect("read the listening line");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("https://"))
-            .unwrap_or_else(|| panic!("{name} did not start: {line:?}\n{}", self.log(name)))
-            .to_string();
+        let Some(url) = line.split_whitespace().find(|w| w.starts_with("https://")) else {
+            drop(p);
+            return Err(format!("{line:?}\n{}", self.log(name)));
+        };
+        let url = url.to_string();
         self.procs.push(p);
-        url
+        Ok(url)
     }
 
     fn log_path(&self, name: &str) -> PathBuf {
