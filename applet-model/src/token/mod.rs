@@ -30,6 +30,7 @@
 
 pub mod bootstrap;
 pub mod drbg;
+pub mod request;
 #[cfg(test)]
 mod tests;
 
