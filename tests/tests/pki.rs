@@ -192,6 +192,7 @@ impl FakeServer {
                 status,
                 content_type: "application/json",
                 body: body.into_bytes(),
+                headers: Vec::new(),
             }
         });
         let server =

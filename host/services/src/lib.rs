@@ -1,5 +1,6 @@
 //! simlab's network roles: seed 000's PKI (AuC, gateway, seller, mobile station, buyer), the
-//! OTP service, and the HTTP stack they share. Cards are reached only through simlab-card's
+//! OTP service (seed 004), roaming m-commerce (seed 001), signing on the phone's token (seed
+//! 002), and the HTTP stack they share. Cards are reached only through simlab-card's
 //! token client.
 
 pub mod db;
@@ -8,4 +9,5 @@ pub mod otp;
 pub mod pki;
 pub mod roaming;
 pub mod router;
+pub mod sign;
 pub mod sql;

@@ -330,6 +330,7 @@ fn m3_forger(gateway: Url) -> impl Fn(&Request) -> Response + Send + Sync {
             status: answer.status,
             content_type: "application/json",
             body: answer.body,
+            headers: Vec::new(),
         }
     }
 }

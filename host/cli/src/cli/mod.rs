@@ -25,6 +25,7 @@ mod pki_bench;
 mod readers;
 mod roam;
 mod seller;
+mod sign;
 mod sms;
 mod token;
 
@@ -222,6 +223,10 @@ enum Command {
     /// The phone abroad (seed 001): shop at a content provider, approve at the home server.
     #[command(subcommand)]
     Roam(roam::RoamCommand),
+    /// Prepare on a PC, sign on the phone's token (seed 002): the signing server and its web
+    /// site, the directory, and the phone that approves.
+    #[command(subcommand)]
+    Sign(sign::SignCommand),
     /// Tell the simlab story end to end on emulated hardware.
     Demo(demo::DemoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
@@ -294,6 +299,7 @@ pub fn main() -> i32 {
                     | mec::MecCommand::Cp(mec::CpCommand::Serve { .. })
                     | mec::MecCommand::Fi(mec::FiCommand::Serve { .. })
             )
+            | Command::Sign(sign::SignCommand::Serve(_) | sign::SignCommand::Watch(_))
             | Command::Emulate(_)
     );
     init_logs(&cli.global, service);
@@ -318,6 +324,7 @@ pub fn main() -> i32 {
         Command::Buy(args) => buy::run(&out, &cli.global, &args),
         Command::Mec(cmd) => mec::run(&out, &cli.global, &cmd),
         Command::Roam(cmd) => roam::run(&out, &cli.global, &cmd),
+        Command::Sign(cmd) => sign::run(&out, &cli.global, &cmd),
         Command::Demo(args) => demo::run(&out, &args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -163,6 +163,9 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// Further headers (a web page's `Location`, `Set-Cookie`, its content security policy);
+    /// the JSON roles need none.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Response {
@@ -175,6 +178,7 @@ impl Response {
                     status,
                     content_type: "application/json",
                     body,
+                    headers: Vec::new(),
                 }
             }
             Err(e) => ApiError::internal(format!("encoding the response: {e}")).into(),
@@ -184,6 +188,32 @@ impl Response {
     /// A 200 JSON response.
     pub fn ok<T: Serialize + ?Sized>(value: &T) -> Response {
         Response::json(200, value)
+    }
+
+    /// An HTML page.
+    pub fn html(status: u16, page: String) -> Response {
+        Response {
+            status,
+            content_type: "text/html; charset=utf-8",
+            body: page.into_bytes(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A 303 to `location` (after a form post: the browser then GETs it).
+    pub fn see_other(location: &str) -> Response {
+        Response {
+            status: 303,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("see {location}\n").into_bytes(),
+            headers: vec![("location", location.to_string())],
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: String) -> Response {
+        self.headers.push((name, value));
+        self
     }
 }
 

@@ -498,15 +498,22 @@ fn redact_server_error(response: Response, id: &str) -> Response {
 }
 
 fn to_axum(response: Response, id: &str) -> axum::response::Response {
-    let mut out = axum::response::Response::new(Body::from(response.body));
-    *out.status_mut() =
-        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let Response {
+        status,
+        content_type,
+        body,
+        headers: extra,
+    } = response;
+    let mut out = axum::response::Response::new(Body::from(body));
+    *out.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = out.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(response.content_type),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in &extra {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.append(*name, v);
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(id) {
         headers.insert("x-request-id", v);
     }
