@@ -262,8 +262,8 @@ pub fn run(out: &Output, global: &Global, cmd: &SignCommand) -> Result<i32> {
 
 fn serve(out: &Output, global: &Global, a: &ServeArgs) -> Result<i32> {
     // Every argument is checked before the modem, the store or the port is touched.
-    if !(30..=3600).contains(&a.request_ttl) {
-        return Err(Error::arg("--request-ttl", "must be 30 to 3600 seconds"));
+    if !(5..=3600).contains(&a.request_ttl) {
+        return Err(Error::arg("--request-ttl", "must be 5 to 3600 seconds"));
     }
     if !(60..=86_400).contains(&a.session_ttl) {
         return Err(Error::arg("--session-ttl", "must be 60 to 86400 seconds"));
