@@ -350,8 +350,38 @@ fn the_demo_runs_and_summarises() {
             .any(|r| r["reason"] == "already_billed"),
         "{v}"
     );
+    assert!(
+        v["sign"]["signature_der_hex"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("30")),
+        "the seed-002 chapter signed: {v}"
+    );
     let o = simlab(&["demo"]);
     assert!(text(&o).0.contains("A double submission is rejected"));
+    assert!(
+        text(&o)
+            .0
+            .contains("Signing on the phone's token (seed 002)")
+    );
+}
+
+#[test]
+fn demo_sign_tells_seed_002_on_its_own() {
+    let o = simlab(&["demo", "sign", "--json"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v = json(&o)["sign"].clone();
+    let correlator = v["correlator"].as_str().unwrap();
+    assert_eq!(correlator.len(), 7, "{v}");
+    // The correlator is inside the signed request bytes, after its length.
+    let request = v["request_hex"].as_str().unwrap();
+    let code_hex: String = correlator.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(request.contains(&format!("0007{code_hex}")), "{v}");
+    let o = simlab(&["demo", "sign"]);
+    let out = text(&o).0;
+    assert!(
+        out.contains("declined on the phone") && out.contains("Everything checked"),
+        "{out}"
+    );
 }
 
 #[test]

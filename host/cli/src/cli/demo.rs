@@ -53,7 +53,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub pcscd: bool,
     /// Tell one chapter only: `roaming` (seed 001: roaming m-commerce between three
-    /// operators), `otp` (seed 004: one-time secrets over a second channel).
+    /// operators), `sign` (seed 002: prepare on a PC, sign on the phone's token), `otp`
+    /// (seed 004: one-time secrets over a second channel).
     #[arg(value_enum, value_name = "CHAPTER")]
     pub chapter: Option<Chapter>,
 }
@@ -62,6 +63,7 @@ pub struct DemoArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Chapter {
     Roaming,
+    Sign,
     Otp,
 }
 
@@ -341,6 +343,9 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
     }
     if args.chapter == Some(Chapter::Roaming) {
         return super::demo_roaming::run(out);
+    }
+    if args.chapter == Some(Chapter::Sign) {
+        return super::demo_sign::run(out);
     }
     let profile = Profile::parse(Path::new("fixtures/cards/demo-usim.toml"), DEMO_PROFILE)?;
     let tmp = TempDir::new()?;
@@ -828,7 +833,8 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
     billing_results.extend(last.results.iter().cloned());
 
     let roaming = super::demo_roaming::chapter(out, 11)?;
-    let otp = super::demo_otp::chapter(out, 12)?;
+    let otp = super::demo_otp::chapter(out, 16)?;
+    let sign = super::demo_sign::chapter(out, 17)?;
 
     let accepted = billing_results
         .iter()
@@ -866,6 +872,7 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
             },
             "roaming": roaming,
             "otp": otp,
+            "sign": sign,
         }),
     )?;
     Ok(0)

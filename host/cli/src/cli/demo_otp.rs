@@ -33,7 +33,7 @@ const U1_NUMBER: &str = "+491700000099";
 const SERVICE_NUMBER: &str = "+491609999000";
 const LIMIT: u64 = 10_000;
 
-fn io(context: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+pub(super) fn io(context: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         context: context.into(),
         source,
@@ -52,7 +52,7 @@ fn serve(server: Server, handler: Handler, name: &str) -> Result<Running> {
 }
 
 /// A thread that stops (and is joined) when dropped.
-struct Worker {
+pub(super) struct Worker {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -134,7 +134,7 @@ impl Drop for World {
     }
 }
 
-fn identity(ca: &Ca, role: Role, name: &str) -> Result<Identity> {
+pub(super) fn identity(ca: &Ca, role: Role, name: &str) -> Result<Identity> {
     let id = ca
         .issue_tls(role, name, &[], 86_400)
         .map_err(|e| failed("issuing a TLS certificate", e))?;
@@ -145,13 +145,14 @@ fn identity(ca: &Ca, role: Role, name: &str) -> Result<Identity> {
     ))
 }
 
-fn bind(identity: &Identity, name: &str) -> Result<Server> {
+pub(super) fn bind(identity: &Identity, name: &str) -> Result<Server> {
     let tls = ServerTls::new(identity, &identity.ca).map_err(|e| failed("TLS", e))?;
     Server::bind("127.0.0.1:0", Some(tls), name).map_err(io("listening on loopback"))
 }
 
-/// A virtual modem on a new pty at `link`, with the built-in SIM, spooling what it sends.
-fn start_modem(link: &Path, spool: &Path) -> Result<Worker> {
+/// A virtual modem on a new pty at `link`, with the built-in SIM and `own_number`, spooling
+/// what it sends (and taking what the demo drops in its inbox).
+pub(super) fn start_modem(link: &Path, spool: &Path, own_number: &str) -> Result<Worker> {
     let profile = Profile::parse(Path::new("(built-in modem SIM)"), DEFAULT_SIM)?;
     let card = EmulatedCard::new(profile.build_card()?, None, None)?;
     let pty = Pty::open(Some(link)).map_err(io("creating the modem's pty"))?;
@@ -160,7 +161,7 @@ fn start_modem(link: &Path, spool: &Path) -> Result<Worker> {
         Options {
             spool: Some(spool.to_path_buf()),
             loopback: Loopback::None,
-            own_number: Some(SERVICE_NUMBER.into()),
+            own_number: Some(own_number.into()),
             ..Options::default()
         },
         None,
@@ -219,7 +220,7 @@ impl World {
         let spool = dir.join("spool");
         let link = dir.join("modem");
         let modem_worker = match channel {
-            Channel::Modem => Some(start_modem(&link, &spool)?),
+            Channel::Modem => Some(start_modem(&link, &spool, SERVICE_NUMBER)?),
             #[cfg(feature = "bench")]
             Channel::Capture(_) => None,
         };

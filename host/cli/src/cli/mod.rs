@@ -8,6 +8,7 @@ mod card;
 mod demo;
 mod demo_otp;
 mod demo_roaming;
+mod demo_sign;
 mod emulate;
 mod emulate_modem;
 mod gateway;

@@ -207,6 +207,18 @@ impl Url {
 pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
+    /// Header names in lower case (a web page's `location`, `set-cookie`).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 fn ureq_error(addr: &str, e: ureq::Error) -> ClientError {
@@ -288,6 +300,19 @@ pub fn request(
     path: &str,
     body: Option<&[u8]>,
 ) -> Result<Answer, ClientError> {
+    let body = body.map(|b| ("application/json", b));
+    request_with(base, method, path, &[], body)
+}
+
+/// [`request`] with extra headers and a body of any content type (a browser's form post and
+/// cookie). Redirects are not followed: the caller sees the 303 and its `location`.
+pub fn request_with(
+    base: &Url,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> Result<Answer, ClientError> {
     let addr = &base.authority;
     let agent = base
         .agent
@@ -298,13 +323,16 @@ pub fn request(
         Scheme::Https => "https",
     };
     let target = format!("{scheme}://{addr}{}", base.path(path));
-    let builder = ureq::http::Request::builder()
+    let mut builder = ureq::http::Request::builder()
         .method(method)
         .uri(&target)
         .header("accept", "application/json");
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
     let built = match body {
-        Some(body) => builder
-            .header("content-type", "application/json")
+        Some((content_type, body)) => builder
+            .header("content-type", content_type)
             .body(body.to_vec())
             .map(|r| agent.run(r)),
         None => builder.body(()).map(|r| agent.run(r)),
@@ -313,13 +341,27 @@ pub fn request(
         .map_err(|_| ClientError::BadUrl(target.clone()))?
         .map_err(|e| tls_hint(base, ureq_error(addr, e)))?;
     let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
     let body = response
         .body_mut()
         .with_config()
         .limit(MAX_RESPONSE)
         .read_to_vec()
         .map_err(|e| tls_hint(base, ureq_error(addr, e)))?;
-    Ok(Answer { status, body })
+    Ok(Answer {
+        status,
+        body,
+        headers,
+    })
 }
 
 /// Turns an answer into `T` when its status is 2xx, else into [`ClientError::Status`] with the
