@@ -7,6 +7,11 @@
 //! - `idle URL CA N PID`: opens N TLS keep-alive connections, makes one request on each, keeps
 //!   them all open, and prints the server's resident memory (VmRSS of PID) before and after.
 //!
+//! - `wait URL CA N PID PATH COOKIE`: opens N TLS connections that each ask `GET PATH` with
+//!   the session cookie — a page long-polling a transaction (seed 002's `/transactions/<id>/wait`)
+//!   — and prints the server's resident memory before and while it holds them all, and how
+//!   many of a sample were still held (unanswered) at the end.
+//!
 //! Not a test: numbers, for the README's table. Every loop is bounded and the program stops
 //! by itself.
 
@@ -20,7 +25,9 @@ use tokio::net::TcpStream;
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
 fn usage() -> ! {
-    eprintln!("usage: http_load stall URL CA N M | idle URL CA N PID");
+    eprintln!(
+        "usage: http_load stall URL CA N M | idle URL CA N PID | wait URL CA N PID PATH COOKIE"
+    );
     std::process::exit(2)
 }
 
@@ -186,10 +193,65 @@ async fn idle(addr: &str, tls: tokio_rustls::TlsConnector, n: usize, pid: &str) 
     drop(open);
 }
 
+async fn wait(
+    addr: &str,
+    tls: tokio_rustls::TlsConnector,
+    n: usize,
+    pid: &str,
+    path: &str,
+    cookie: &str,
+) {
+    let before = rss_kib(pid);
+    let mut open = Vec::with_capacity(n);
+    let started = Instant::now();
+    for i in 0..n {
+        let result = async {
+            let mut s = connect(addr, &tls).await?;
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+            s.flush().await?;
+            Ok::<_, std::io::Error>(s)
+        }
+        .await;
+        match result {
+            Ok(s) => open.push(s),
+            Err(e) => {
+                eprintln!("http_load: waiting page {i} failed: {e}");
+                break;
+            }
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid);
+    // A sample of the pages: none may have been answered yet (the server holds each).
+    let mut held = 0;
+    let sample = open.len().min(20);
+    for s in open.iter_mut().take(sample) {
+        let mut buf = [0u8; 64];
+        if tokio::time::timeout(Duration::from_millis(5), s.read(&mut buf))
+            .await
+            .is_err()
+        {
+            held += 1;
+        }
+    }
+    println!(
+        "{{\"phase\":\"wait\",\"pages\":{},\"rss_before_kib\":{before},\"rss_after_kib\":{after},\"kib_per_page\":{:.1},\"open_s\":{took:.1},\"sample\":{sample},\"held\":{held}}}",
+        open.len(),
+        (after.saturating_sub(before)) as f64 / open.len().max(1) as f64
+    );
+    drop(open);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [mode, url, ca, n, extra] = args.as_slice() else {
-        usage()
+    let (mode, url, ca, n, extra, rest) = match args.as_slice() {
+        [mode, url, ca, n, extra, rest @ ..] => (mode, url, ca, n, extra, rest),
+        _ => usage(),
     };
     let addr = url
         .strip_prefix("https://")
@@ -206,6 +268,10 @@ fn main() {
         match mode.as_str() {
             "stall" => stall(&addr, tls, n, extra.parse().unwrap_or_else(|_| usage())).await,
             "idle" => idle(&addr, tls, n, extra).await,
+            "wait" => match rest {
+                [path, cookie] => wait(&addr, tls, n, extra, path, cookie).await,
+                _ => usage(),
+            },
             _ => usage(),
         }
     });

@@ -40,19 +40,20 @@ const SERVER_NUMBER: &str = "+491609999002";
 const TOKEN_PIN: &str = "0000";
 const DEMO_PROFILE: &str = include_str!("../../../../fixtures/cards/demo-usim.toml");
 
-struct World {
+pub(super) struct World {
     dir: PathBuf,
     url: Url,
     phone_server: phone::Server,
     store: Arc<Store>,
     token: TokenSession,
-    phone_sms: AtBackend,
+    /// `None`: the server sends nothing (the bench's "server alone") and the phone is told.
+    phone_sms: Option<AtBackend>,
     server_spool: PathBuf,
     phone_spool: PathBuf,
     relayed: usize,
     // Dropped in this order: the server, then the modems.
     _sign: Running,
-    _modems: (Worker, Worker),
+    _modems: Option<(Worker, Worker)>,
 }
 
 impl Drop for World {
@@ -62,7 +63,7 @@ impl Drop for World {
 }
 
 /// A browser's session: the cookie it was given.
-struct Browser {
+pub(super) struct Browser {
     cookie: String,
 }
 
@@ -90,6 +91,11 @@ fn csrf(page: &str) -> Option<String> {
 
 impl World {
     fn start() -> Result<World> {
+        World::start_with(true)
+    }
+
+    /// With `modems`, two virtual modems carry the pushes; without, nothing is sent.
+    pub(super) fn start_with(modems: bool) -> Result<World> {
         let dir = std::env::temp_dir().join(format!(
             "simlab-demo-sign-{}-{}",
             std::process::id(),
@@ -113,12 +119,26 @@ impl World {
 
         // Two virtual modems on ptys: the server's and the phone's.
         let (server_spool, phone_spool) = (dir.join("server-spool"), dir.join("phone-spool"));
-        let server_modem = start_modem(&dir.join("server-modem"), &server_spool, SERVER_NUMBER)?;
-        let phone_modem = start_modem(&dir.join("phone-modem"), &phone_spool, PHONE_NUMBER)?;
-        let server_sms = AtBackend::open(&dir.join("server-modem"), OpenOptions::default())
-            .map_err(|e| failed("opening the server's modem", e))?;
-        let phone_sms = AtBackend::open(&dir.join("phone-modem"), OpenOptions::default())
-            .map_err(|e| failed("opening the phone's modem", e))?;
+        let (workers, server_sms, phone_sms): (_, Box<dyn SmsBackend>, _) = if modems {
+            let server_modem =
+                start_modem(&dir.join("server-modem"), &server_spool, SERVER_NUMBER)?;
+            let phone_modem = start_modem(&dir.join("phone-modem"), &phone_spool, PHONE_NUMBER)?;
+            let server_sms = AtBackend::open(&dir.join("server-modem"), OpenOptions::default())
+                .map_err(|e| failed("opening the server's modem", e))?;
+            let phone_sms = AtBackend::open(&dir.join("phone-modem"), OpenOptions::default())
+                .map_err(|e| failed("opening the phone's modem", e))?;
+            (
+                Some((server_modem, phone_modem)),
+                Box::new(server_sms),
+                Some(phone_sms),
+            )
+        } else {
+            (
+                None,
+                Box::new(simlab_modem::backend::NullBackend::default()),
+                None,
+            )
+        };
 
         // The phone's token, and the directory row with its key.
         let profile = Profile::parse(Path::new("fixtures/cards/demo-usim.toml"), DEMO_PROFILE)?;
@@ -160,7 +180,7 @@ impl World {
                 fault: None,
             },
             Store::open_path(&dir.join("sign.sqlite")).map_err(|e| failed("the store", e))?,
-            Box::new(server_sms),
+            server_sms,
         ));
         let (tx, rx) = oneshot::channel();
         let limits = Limits::default();
@@ -183,7 +203,7 @@ impl World {
             phone_spool,
             relayed: 0,
             _sign: Running::new(tx, thread),
-            _modems: (server_modem, phone_modem),
+            _modems: workers,
         })
     }
 
@@ -216,7 +236,7 @@ impl World {
         Ok(String::from_utf8_lossy(&a.body).into_owned())
     }
 
-    fn login(&self) -> Result<Browser> {
+    pub(super) fn login(&self) -> Result<Browser> {
         let a = self.call(
             None,
             "POST",
@@ -233,7 +253,7 @@ impl World {
     }
 
     /// Prepares and approves; returns the transaction id and the correlator the PC shows.
-    fn prepare_and_approve(
+    pub(super) fn prepare_and_approve(
         &self,
         b: &Browser,
         amount: &str,
@@ -277,7 +297,10 @@ impl World {
 
     /// The network: carries what the server's modem submitted to the phone's inbox, then the
     /// phone's modem reads it. Returns the push texts that arrived.
-    fn deliver(&mut self) -> Result<Vec<String>> {
+    pub(super) fn deliver(&mut self) -> Result<Vec<String>> {
+        let Some(phone_sms) = self.phone_sms.as_mut() else {
+            return Ok(Vec::new());
+        };
         let mut sent: Vec<PathBuf> = std::fs::read_dir(self.server_spool.join("sent"))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
@@ -313,8 +336,7 @@ impl World {
                 Instant::now() < deadline,
                 "the push did not reach the phone",
             )?;
-            for m in self
-                .phone_sms
+            for m in phone_sms
                 .incoming()
                 .map_err(|e| failed("the phone's modem", e))?
             {
@@ -326,7 +348,7 @@ impl World {
     }
 
     /// The PC page's long poll: the state once it is not awaiting_signature any more.
-    fn settled(&self, b: &Browser, tx: &str) -> Result<String> {
+    pub(super) fn settled(&self, b: &Browser, tx: &str) -> Result<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let s = self.state(b, tx)?;
@@ -335,6 +357,46 @@ impl World {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl World {
+    /// One whole transaction: prepare, approve, the push (if there are modems), the phone
+    /// checks and signs, the PC page shows completed.
+    pub(super) fn sign_round(&mut self, pc: &Browser) -> Result<()> {
+        let (tx, code) = self.prepare_and_approve(pc, "42.50", "Flowers for Ada")?;
+        if self.phone_sms.is_some() {
+            let pushes = self.deliver()?;
+            ensure(pushes.len() == 1, "one push")?;
+        }
+        let id: [u8; 16] = seed::unhex(&tx)
+            .and_then(|k| k.try_into().ok())
+            .unwrap_or_default();
+        let pin = pad_pin(TOKEN_PIN).unwrap_or_default();
+        let o = phone::handle(
+            &self.phone_server,
+            &mut self.token,
+            &id,
+            Some(&code),
+            &mut |_| Decision::Sign(pin),
+        )
+        .map_err(|e| failed("the phone", e))?;
+        ensure(
+            o.state == "completed",
+            &format!("the server says {}", o.state),
+        )?;
+        let s = self.settled(pc, &tx)?;
+        ensure(s == "completed", &format!("the PC page shows {s}"))
+    }
+
+    /// The token alone: `n` SIGNs over a request-sized message, per second.
+    pub(super) fn token_signs(&mut self, n: usize) -> Result<f64> {
+        let message = [0x42u8; 160];
+        let start = Instant::now();
+        for _ in 0..n {
+            self.token.sign(&message)?;
+        }
+        Ok(n as f64 / start.elapsed().as_secs_f64())
     }
 }
 

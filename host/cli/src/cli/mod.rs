@@ -27,6 +27,8 @@ mod readers;
 mod roam;
 mod seller;
 mod sign;
+#[cfg(feature = "bench")]
+mod sign_bench;
 mod sms;
 mod token;
 

@@ -81,6 +81,10 @@ Example:
   simlab --modem /dev/ttyUSB3 --emulate phone.toml sign watch --server https://127.0.0.1:8443 \\
       --ca sign-ca/ca.pem --server-cert sign-tls/cert.pem --pin 1234 --count 1 --state phone.state")]
     Watch(WatchArgs),
+    /// Benchmark: completed signature requests per second (scripts/bench sign).
+    #[cfg(feature = "bench")]
+    #[command(hide = true)]
+    Bench(super::sign_bench::BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -257,6 +261,8 @@ pub fn run(out: &Output, global: &Global, cmd: &SignCommand) -> Result<i32> {
         SignCommand::Tx(c) => tx(out, c),
         SignCommand::Approve(a) => approve(out, global, a),
         SignCommand::Watch(a) => watch(out, global, a),
+        #[cfg(feature = "bench")]
+        SignCommand::Bench(a) => super::sign_bench::run(out, a),
     }
 }
 
