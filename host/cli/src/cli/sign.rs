@@ -630,6 +630,31 @@ fn show_text(s: &Shown) -> String {
     )
 }
 
+/// One line from the terminal with echo off (the PIN is not shown as it is typed).
+fn read_hidden(prompt: &str) -> String {
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    // SAFETY: tcgetattr/tcsetattr on stdin with a termios this function owns; the saved
+    // settings are restored before returning.
+    let saved = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        (libc::tcgetattr(libc::STDIN_FILENO, &mut t) == 0).then_some(t)
+    };
+    if let Some(mut quiet) = saved {
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: as above.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) };
+    }
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    if let Some(t) = saved {
+        // SAFETY: restoring the settings read above.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t) };
+        eprintln!();
+    }
+    line
+}
+
 /// The person's answer: the given --pin or --decline, or asked on the terminal.
 fn decide(out: &Output, setup: &PhoneSetup, shown: &Shown) -> Decision {
     out.say(&show_text(shown));
@@ -639,10 +664,7 @@ fn decide(out: &Output, setup: &PhoneSetup, shown: &Shown) -> Decision {
     if let Some(pin) = setup.pin {
         return Decision::Sign(pin);
     }
-    eprint!("token PIN (empty to decline): ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
+    let line = read_hidden("token PIN (empty to decline): ");
     let line = line.trim_end_matches(['\r', '\n']);
     match pin_arg("PIN", line) {
         Ok(pin) if !line.is_empty() => Decision::Sign(pin),
