@@ -1021,3 +1021,95 @@ fn on_postgresql_a_signature_completes_and_the_row_is_there() {
     let rows = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(rows.contains("completed|4250"), "{rows}");
 }
+
+/// The phone's token behind a real pcscd (a `simlab lab run` bench): enrolled from the reader,
+/// and `sign approve --reader 0` signs through PC/SC. The bench's shell waits for the test to
+/// approve on the PC, then signs.
+#[test]
+fn the_phones_token_behind_pcscd_signs_through_pc_sc() {
+    let stack = require("pcscd")
+        && simlab_hil::require_file(
+            "/usr/lib/pcsc/drivers/serial/libifdvpcd.so",
+            "vsmartcard-vpcd",
+        );
+    if !stack {
+        return;
+    }
+    let _share = simlab_hil::bench_share();
+    let w = World::start("pcsc", Options::default());
+    let lab = w.dir.join("lab");
+    let tx_file = w.dir.join("tx");
+    let bin = s(simlab_bin()).to_string();
+    let script = format!(
+        "set -e\n\
+         {bin} --reader 0 token keygen --pin {PIN} >/dev/null\n\
+         {bin} --reader 0 sign enroll --db {db} --user u1 --phone {U1_PHONE} \
+           --password-file {pw} --from-token --replace >/dev/null\n\
+         touch {enrolled}\n\
+         while [ ! -s {tx} ]; do sleep 0.1; done\n\
+         exec {bin} --reader 0 sign approve --server {url} --ca {ca} --server-cert {cert} \
+           --tx $(cat {tx}) --pin {PIN} --json",
+        db = w.db,
+        pw = s(&w.dir.join("pw")),
+        enrolled = s(&w.dir.join("enrolled")),
+        tx = s(&tx_file),
+        url = w.url,
+        ca = s(&w.dir.join("ca").join("ca.pem")),
+        cert = s(&w.dir.join("tls").join("cert.pem")),
+    );
+    let out = std::fs::File::create(w.dir.join("lab.out")).unwrap();
+    let err = std::fs::File::create(w.dir.join("lab.err")).unwrap();
+    let mut cmd = Command::new(simlab_bin());
+    cmd.args([
+        "lab",
+        "run",
+        "--state",
+        s(&lab),
+        "--card",
+        PHONE,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .current_dir(simlab_hil::workspace_root())
+    .stdout(Stdio::from(out))
+    .stderr(Stdio::from(err));
+    let mut bench = Process::spawn("lab run", &mut cmd);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !w.dir.join("enrolled").exists() {
+        assert!(
+            bench.try_wait().is_none() && Instant::now() < deadline,
+            "the bench did not enroll the token: {}",
+            std::fs::read_to_string(w.dir.join("lab.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pc = w.pc("u1");
+    let tx = pc.prepare("42.50", "Flowers for Ada", "");
+    assert_eq!(pc.approve(&tx).status, 303);
+    std::fs::write(&tx_file, &tx).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = bench.try_wait() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bench's phone never finished"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = std::fs::read_to_string(w.dir.join("lab.out")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "{stdout}\n{}",
+        std::fs::read_to_string(w.dir.join("lab.err")).unwrap_or_default()
+    );
+    assert!(stdout.contains("\"completed\""), "{stdout}");
+    wait_for_state(&pc, &tx, "completed");
+    let t = w.tx_json(&tx);
+    let request = unhex(t["request"].as_str().unwrap());
+    let signature = unhex(t["signature"].as_str().unwrap());
+    assert!(openssl_verifies(&w, "u1", &request, &signature));
+}
