@@ -1113,3 +1113,60 @@ fn the_phones_token_behind_pcscd_signs_through_pc_sc() {
     let signature = unhex(t["signature"].as_str().unwrap());
     assert!(openssl_verifies(&w, "u1", &request, &signature));
 }
+
+#[test]
+fn a_user_certificate_logs_the_browser_in_without_a_password() {
+    let w = World::start("usercert", Options::default());
+    for (name, out) in [("u1", "u1-cert"), ("ghost", "ghost-cert")] {
+        ok(&simlab(&[
+            "gateway",
+            "issue",
+            "--ca-dir",
+            s(&w.dir.join("ca")),
+            "--organization",
+            "bank",
+            "--role",
+            "user",
+            "--name",
+            name,
+            "--out",
+            s(&w.dir.join(out)),
+        ]));
+    }
+    let with_cert = |dir: &str| {
+        let d = w.dir.join(dir);
+        vec![
+            "--cert".to_string(),
+            s(&d.join("cert.pem")).to_string(),
+            "--key".to_string(),
+            s(&d.join("key.pem")).to_string(),
+        ]
+    };
+    let pc = Pc {
+        w: &w,
+        jar: w.dir.join("jar-cert"),
+    };
+    let args = with_cert("u1-cert");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = pc.curl("/", &args);
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert!(
+        p.headers
+            .to_ascii_lowercase()
+            .contains("set-cookie: __host-simlab-sign=")
+    );
+    // The session works like a password log-in's.
+    let tx = pc.prepare("12.00", "Umbrella", "");
+    assert_eq!(pc.state(&tx), "prepared");
+    assert_eq!(pc.get("/").id("who").as_deref(), Some("u1"));
+    // A certificate for a name the directory does not hold logs nobody in.
+    let stranger = Pc {
+        w: &w,
+        jar: w.dir.join("jar-ghost"),
+    };
+    let args = with_cert("ghost-cert");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = stranger.curl("/", &args);
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("Log in"), "{}", p.body);
+}

@@ -85,6 +85,7 @@ fn openssl_reads_and_verifies_subscriber_and_tls_certificates() {
             ],
         ),
         (Role::Operator, &["TLS Web Client Authentication"]),
+        (Role::User, &["TLS Web Client Authentication"]),
     ] {
         let id_dir = dir.join(role.as_str());
         let hosts = [

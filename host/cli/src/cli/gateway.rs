@@ -185,6 +185,8 @@ pub enum RoleArg {
     Operator,
     /// A MeC server on the links between operators (seed 001): server and client.
     Peer,
+    /// A person's browser certificate (seed 002's web site): CN = the user id.
+    User,
 }
 
 impl From<RoleArg> for Role {
@@ -195,6 +197,7 @@ impl From<RoleArg> for Role {
             RoleArg::Gateway => Role::Gateway,
             RoleArg::Operator => Role::Operator,
             RoleArg::Peer => Role::Peer,
+            RoleArg::User => Role::User,
         }
     }
 }

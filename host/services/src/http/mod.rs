@@ -48,6 +48,9 @@ pub enum Role {
     /// A server (AuC, gateway, seller, the seeds' servers): the TLS server side only
     /// (serverAuth).
     Server,
+    /// A person's browser (seed 002's web site): clientAuth only, CN = the user id in the
+    /// signing server's directory — a log-in without a password.
+    User,
     /// A server that also calls its peers (seed 001's MeC servers asking each other
     /// roamUserRequests and sending contracts home): serverAuth and clientAuth, because the same
     /// certificate both answers and asks on the server-to-server links.
@@ -63,6 +66,7 @@ impl Role {
             Role::Operator => "operator",
             Role::Server => "server",
             Role::Peer => "peer",
+            Role::User => "user",
         }
     }
 
@@ -74,6 +78,7 @@ impl Role {
             "operator" => Some(Role::Operator),
             "server" => Some(Role::Server),
             "peer" => Some(Role::Peer),
+            "user" => Some(Role::User),
             _ => None,
         }
     }

@@ -6,7 +6,7 @@
 //! | | |
 //! |---|---|
 //! | `GET /` | log-in form, or the form to prepare a transaction and the user's list |
-//! | `POST /login`, `POST /logout` | password (argon2id verifier) → a session cookie |
+//! | `POST /login`, `POST /logout` | password (argon2id verifier) → a session cookie; a browser with a `user` client certificate (CN = user id) is logged in by `GET /` |
 //! | `POST /transactions` | prepare: amount, currency, summary, full content → `prepared` |
 //! | `GET /transactions/<id>` | the transaction; while waiting, the correlator |
 //! | `GET /transactions/<id>/wait` | long poll: answers when the phone did, or after 25 s |
@@ -29,7 +29,7 @@
 use super::store::{Store, StoreError, Tx, User};
 use super::{SignRequest, TxState, hex, unhex, web};
 use crate::http::server::{Handler, Limits, blocking_router};
-use crate::http::{ApiError, Request, Response};
+use crate::http::{ApiError, Request, Response, Role};
 use crate::roaming::keys::SigningKey;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -314,6 +314,17 @@ impl Signing {
 
     fn home(&self, req: &Request) -> Result<Response, Response> {
         let Some(s) = self.session(req)? else {
+            // A browser with a `user` certificate of the CA is logged in by it (202).
+            if let Some(peer) = req.client.as_ref().filter(|p| p.role == Role::User) {
+                let row = self
+                    .store
+                    .user(&peer.name)
+                    .map_err(|e| Response::from(store_error(e)))?;
+                if let Some(u) = row.filter(|u| u.active) {
+                    tracing::info!(user = %u.user_id, "logged in by client certificate");
+                    return self.start_session(&u.user_id);
+                }
+            }
             return Ok(page(200, web::login(None)));
         };
         let txs = self
@@ -345,18 +356,18 @@ impl Signing {
             tracing::info!(user = %user.escape_debug(), "log-in refused");
             return Ok(page(401, web::login(Some("wrong user id or password"))));
         };
+        tracing::info!(user = %u.user_id, "logged in");
+        self.start_session(&u.user_id)
+    }
+
+    /// A new session for `user`: the cookie, and back to the home page.
+    fn start_session(&self, user: &str) -> Result<Response, Response> {
         let raw = [crate::roaming::random16(), crate::roaming::random16()].concat();
         let csrf = hex(&crate::roaming::random16());
         let hash: [u8; 32] = Sha256::digest(&raw).into();
         self.store
-            .add_session(
-                &hash,
-                &u.user_id,
-                &csrf,
-                super::now() + self.config.session_ttl,
-            )
+            .add_session(&hash, user, &csrf, super::now() + self.config.session_ttl)
             .map_err(|e| Response::from(store_error(e)))?;
-        tracing::info!(user = %u.user_id, "logged in");
         Ok(redirect("/").with_header(
             "set-cookie",
             format!(

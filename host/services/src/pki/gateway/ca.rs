@@ -413,7 +413,7 @@ pub fn tls_purposes(role: Role) -> Vec<ObjectIdentifier> {
         Role::Server => vec![server],
         Role::Seller => vec![server, client],
         Role::Gateway => vec![client, server],
-        Role::Operator => vec![client],
+        Role::Operator | Role::User => vec![client],
         Role::Peer => vec![server, client],
     }
 }
