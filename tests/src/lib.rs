@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod postgres;
+pub mod webdriver;
 
 /// Whether missing dependencies must fail tests instead of skipping them.
 pub fn required() -> bool {
