@@ -1170,3 +1170,67 @@ fn a_user_certificate_logs_the_browser_in_without_a_password() {
     assert_eq!(p.status, 200);
     assert!(p.body.contains("Log in"), "{}", p.body);
 }
+
+/// A real browser (Debian's headless Chromium over WebDriver) logs in, prepares, approves and
+/// sees `completed` while `sign watch` on the phone's virtual modem signs; a screenshot of each
+/// page is kept in target/test-artifacts/sign/.
+#[test]
+fn chromium_logs_in_prepares_approves_and_sees_completed() {
+    let w = World::start("chromium", Options::default());
+    let cert = w.dir.join("tls").join("cert.pem");
+    let Some(browser) = simlab_hil::webdriver::Browser::start(&[&cert]) else {
+        return;
+    };
+    let shots = simlab_hil::workspace_root().join("target/test-artifacts/sign");
+    let _ = std::fs::remove_dir_all(&shots);
+    let shot = |name: &str| browser.screenshot(&shots.join(format!("{name}.png")));
+    let long = Duration::from_secs(60);
+
+    browser.goto(&format!("{}/", w.url));
+    browser.wait_text("h1", "Log in", long);
+    shot("1-login");
+    browser.fill("#user", "u1");
+    browser.fill("#password", PASSWORD);
+    browser.click("#login");
+    browser.wait_text("h1", "Prepare a transaction", long);
+    browser.fill("#amount", "42.50");
+    browser.fill("#summary", "Flowers for <Ada> & co");
+    browser.fill("#content", "12 red roses, delivery Friday");
+    shot("2-prepare");
+    browser.click("#prepare");
+    browser.wait_text("#state", "prepared", long);
+    assert_eq!(
+        browser.text("#summary").as_deref(),
+        Some("Flowers for <Ada> & co")
+    );
+    shot("3-prepared");
+    browser.click("#approve");
+    browser.wait_text("#state", "awaiting_signature", long);
+    let correlator = browser
+        .text("#correlator")
+        .expect("the correlator is shown");
+    shot("4-waiting");
+
+    w.relay();
+    let o = w.watch(1, &["--pin", PIN]);
+    ok(&o);
+    assert!(text(&o).1.contains(&correlator), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("Flowers for <Ada> & co"),
+        "{:?}",
+        text(&o)
+    );
+    // The waiting page learns it from its long poll, with no reload by the test.
+    browser.wait_text("#state", "completed", long);
+    shot("5-completed");
+    for name in [
+        "1-login",
+        "2-prepare",
+        "3-prepared",
+        "4-waiting",
+        "5-completed",
+    ] {
+        let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{name}");
+    }
+}

@@ -94,7 +94,7 @@ fn page(status: u16, body: String) -> Response {
     Response::html(status, body)
         .with_header("content-security-policy", CSP.to_string())
         .with_header("x-content-type-options", "nosniff".to_string())
-        .with_header("referrer-policy", "no-referrer".to_string())
+        .with_header("referrer-policy", "same-origin".to_string())
         .with_header("x-frame-options", "DENY".to_string())
 }
 
@@ -275,18 +275,25 @@ impl Signing {
     /// `Origin`).
     fn same_origin(req: &Request) -> Result<(), Response> {
         let refuse = || {
+            tracing::warn!(
+                origin = req.header("origin").unwrap_or("-"),
+                host = req.header("host").unwrap_or("-"),
+                sec_fetch_site = req.header("sec-fetch-site").unwrap_or("-"),
+                "form refused: posted from another site"
+            );
             error_page(
                 403,
                 "Refused",
                 "this form was posted from another site; nothing was done",
             )
         };
-        if let Some(site) = req.header("sec-fetch-site")
-            && !matches!(site, "same-origin" | "none")
-        {
-            return Err(refuse());
-        }
-        if let Some(origin) = req.header("origin") {
+        // Browsers that send Fetch Metadata say it exactly; `Origin` is the check for the
+        // others (it is "null" under some referrer policies, so it comes second).
+        if let Some(site) = req.header("sec-fetch-site") {
+            if !matches!(site, "same-origin" | "none") {
+                return Err(refuse());
+            }
+        } else if let Some(origin) = req.header("origin") {
             let host = req.header("host").unwrap_or("");
             if origin != format!("https://{host}") {
                 return Err(refuse());
