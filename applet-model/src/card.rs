@@ -470,6 +470,33 @@ impl Card {
         n + 2
     }
 
+    /// The exact bytes the token applet would decode — and sign, if they are a valid
+    /// simlab-sign-request-v1 — were `capdu` processed now as the last command of a SIGN
+    /// REQUEST (`docs/token-apdus.md`): the data collected by the chain in progress followed
+    /// by `capdu`'s, copied into `buf`. `None` when `capdu` would not reach that step: it is
+    /// not routed to the token (the token not selected on its channel, a closed channel, a
+    /// class the card refuses), not a SIGN REQUEST, not the last of a chain, or the token
+    /// would refuse it first (PIN not verified, no key, no data, longer than
+    /// [`token::request::MAX_LEN`]).
+    ///
+    /// Looks ahead without changing anything, so a device that must show what is signed
+    /// before the card sees the command (the firmware's user-presence gate) shows the bytes the
+    /// card's own chain collected — not a second copy of its own that could drift from it.
+    pub fn pending_sign_request<'b>(
+        &self,
+        capdu: &[u8],
+        buf: &'b mut [u8; token::request::MAX_LEN],
+    ) -> Option<&'b [u8]> {
+        let mut cmd = Command::parse(capdu).ok()?;
+        match self.dispatcher.ordinary_target(&self.state, &cmd)? {
+            (AppId::Token, cla) => {
+                cmd.cla = cla;
+                self.token.pending_sign_request(&cmd, buf)
+            }
+            _ => None,
+        }
+    }
+
     /// What logical channel `channel` has selected, if it is open: (current DF, current EF,
     /// application AID) as file indices and AID, for inspection and tests.
     pub fn channel_view(&self, channel: usize) -> Option<(u8, Option<u8>, &'static [u8])> {
@@ -570,13 +597,18 @@ impl CardState {
     /// A card type's vendor command that comes before any class decoding (the GR1's CLA 80
     /// on a GSM-only card): its status word, or `None` for every other command.
     pub(crate) fn vendor_command(&mut self, cmd: &Command) -> Option<Status> {
-        if self.card_type == CardType::SysmoSimGr1 && (cmd.cla, cmd.ins) == (0x80, 0xD4) {
+        if self.is_vendor_command(cmd) {
             return Some(match self.gr1_write_ki(cmd) {
                 Ok(()) => Status::Success,
                 Err(f) => f.status(Dialect::Gsm),
             });
         }
         None
+    }
+
+    /// Whether [`CardState::vendor_command`] takes `cmd`.
+    pub(crate) fn is_vendor_command(&self, cmd: &Command) -> bool {
+        self.card_type == CardType::SysmoSimGr1 && (cmd.cla, cmd.ins) == (0x80, 0xD4)
     }
 
     /// The ADF of the application selected on this channel, which 7FFF stands for.

@@ -268,6 +268,33 @@ impl Dispatcher {
             .fold(0, |m, (i, _)| m | 1 << i)
     }
 
+    /// The application [`Dispatcher::route`] would hand `cmd` to as an ordinary command (not
+    /// a vendor command, MANAGE CHANNEL, SELECT or GET RESPONSE), with `cmd`'s class as that
+    /// application sees it (channel bits cleared); `None` when `route` would answer it itself.
+    /// Changes nothing: it is for looking ahead ([`crate::Card::pending_sign_request`]).
+    pub(crate) fn ordinary_target(&self, card: &CardState, cmd: &Command) -> Option<(AppId, u8)> {
+        if matches!(cmd.ins, 0x70 | 0xA4 | 0xC0) || card.is_vendor_command(cmd) {
+            return None;
+        }
+        let (dialect, channel) = classify(cmd.cla).ok()?;
+        if dialect == Dialect::Uicc && !card.card_type.is_uicc() {
+            return None;
+        }
+        let c = self.channels.get(channel as usize).filter(|c| c.open)?;
+        let app = match dialect {
+            Dialect::Gsm => AppId::Files,
+            Dialect::Uicc => c.app,
+        };
+        if dialect == Dialect::Uicc && cmd.cla & 0x10 != 0 && !matches!(app, AppId::Token) {
+            return None;
+        }
+        let cla = match dialect {
+            Dialect::Uicc => cmd.cla & !0x03,
+            Dialect::Gsm => cmd.cla,
+        };
+        Some((app, cla))
+    }
+
     /// Decodes class and logical channel, owns MANAGE CHANNEL and GET RESPONSE, and runs every
     /// other command on the channel's own application and cursor, so whatever a command does
     /// stays on its channel. A command for a channel that is not open gets 6881 and touches

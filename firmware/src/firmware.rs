@@ -8,7 +8,9 @@
 //!    VERIFY must not spend a second PIN try by asking again;
 //! 3. SIGN waits for a fresh press of the user-presence button, LED on, telling the host it is
 //!    waiting every [`WAIT_INTERVAL_MS`]; no press in time → [`crate::presence::NO_PRESENCE_SW`]
-//!    and the card never sees the command;
+//!    and the card never sees the command. SIGN REQUEST (seed 002) first shows what it signs
+//!    on the board's [`Console`] (see [`crate::presence`]); a request that does not decode asks
+//!    for no press and goes to the card, which refuses it (6A80);
 //! 4. the card model runs the command;
 //! 5. if persistent state changed ([`simlab_applet::Card::take_dirty`]), it is saved — A/B
 //!    slots, [`crate::store`] — *before* the reply leaves, so a counter the reply reports spent
@@ -25,7 +27,7 @@ use embedded_storage::nor_flash::NorFlash;
 use simlab_applet::algo::Algorithm;
 use simlab_applet::card::{ATR_MAX, RESPONSE_MAX};
 use simlab_applet::state::STATE_LEN;
-use simlab_applet::token::{self, Token};
+use simlab_applet::token::{self, Token, request};
 use simlab_applet::{Card, Config, Keys, Status};
 
 /// A card state (`simlab_applet::state`) ends with the token's section and a CRC-32.
@@ -51,6 +53,24 @@ pub trait Counter {
     /// The current count. Wraps are the implementation's business: it must be monotonic over
     /// the longest command (a P-256 signature).
     fn now(&mut self) -> u64;
+}
+
+/// Where the token shows a person what they are asked to approve: a display, a serial
+/// console, semihosting output under QEMU. One call per line, without the line end.
+///
+/// The lines of a SIGN REQUEST come from bytes the host sent and the token's decoder
+/// accepted: printable, no control or bidirectional-override characters (the decoder refuses
+/// them), so they cannot steer a terminal.
+pub trait Console {
+    fn show(&mut self, line: &str);
+}
+
+/// For boards with nowhere to show anything: SIGN REQUEST still waits for the button, but
+/// the person sees only what the host shows.
+pub struct NoConsole;
+
+impl Console for NoConsole {
+    fn show(&mut self, _line: &str) {}
 }
 
 /// For boards without a counter.
@@ -83,7 +103,7 @@ pub struct BoardConfig {
 }
 
 /// The hardware the core runs on.
-pub struct Parts<L, F, R, B, O, D, C> {
+pub struct Parts<L, F, R, B, O, D, C, S = NoConsole> {
     /// The APDU link: UART, USB-CDC, a socket.
     pub link: L,
     /// Flash for the card state; the core uses `[flash_base, flash_base + flash_len)`.
@@ -98,6 +118,8 @@ pub struct Parts<L, F, R, B, O, D, C> {
     pub led: O,
     pub delay: D,
     pub counter: C,
+    /// Where SIGN REQUEST shows what it signs ([`NoConsole`] if nowhere).
+    pub console: S,
 }
 
 /// Why the firmware could not start.
@@ -129,7 +151,7 @@ struct LastReply {
 }
 
 /// The firmware: a card model behind the link, with its state in flash.
-pub struct Firmware<L, F, R, B, O, D, C> {
+pub struct Firmware<L, F, R, B, O, D, C, S = NoConsole> {
     link: L,
     store: Store<F>,
     rng: R,
@@ -137,6 +159,7 @@ pub struct Firmware<L, F, R, B, O, D, C> {
     led: O,
     delay: D,
     counter: C,
+    console: S,
     board: BoardConfig,
     card: Card,
     lifecycle: Lifecycle,
@@ -152,9 +175,11 @@ pub struct Firmware<L, F, R, B, O, D, C> {
     /// known content); personalisation is refused otherwise, rather than writing a fresh token
     /// over some other part of the state.
     token_layout_ok: bool,
+    /// The SIGN REQUEST being shown: the bytes the card would decode (RAM only).
+    shown: [u8; request::MAX_LEN],
 }
 
-impl<L, F, R, B, O, D, C> Firmware<L, F, R, B, O, D, C>
+impl<L, F, R, B, O, D, C, S> Firmware<L, F, R, B, O, D, C, S>
 where
     L: Read + Write,
     F: NorFlash,
@@ -163,11 +188,12 @@ where
     O: OutputPin,
     D: DelayNs,
     C: Counter,
+    S: Console,
 {
     /// Boots: mounts the store and restores the card state (a factory-fresh card, its token
     /// seeded from the RNG, when there is none).
     pub fn new(
-        mut parts: Parts<L, F, R, B, O, D, C>,
+        mut parts: Parts<L, F, R, B, O, D, C, S>,
         board: BoardConfig,
     ) -> Result<Self, BootError> {
         let mut config = Config::new(Keys {
@@ -193,6 +219,7 @@ where
             led: parts.led,
             delay: parts.delay,
             counter: parts.counter,
+            console: parts.console,
             board,
             card: Card::new(&config),
             lifecycle: Lifecycle::Factory,
@@ -203,6 +230,7 @@ where
             last_frame: [0; MAX_FRAME],
             state: [0; STATE_LEN],
             token_layout_ok: false,
+            shown: [0; request::MAX_LEN],
         };
         fw.token_layout_ok = fw.check_token_layout(&config.token_seed);
         config.token_seed.fill(0);
@@ -261,8 +289,13 @@ where
         &mut self.link
     }
 
+    /// The console (host tests read what was shown).
+    pub fn console(&mut self) -> &mut S {
+        &mut self.console
+    }
+
     /// Takes the firmware apart (host tests "reboot" by building a new one from the parts).
-    pub fn release(self) -> Parts<L, F, R, B, O, D, C> {
+    pub fn release(self) -> Parts<L, F, R, B, O, D, C, S> {
         let (flash_base, flash_len) = self.store.region();
         Parts {
             link: self.link,
@@ -274,6 +307,7 @@ where
             led: self.led,
             delay: self.delay,
             counter: self.counter,
+            console: self.console,
         }
     }
 
@@ -383,7 +417,7 @@ where
         let out_at = link::HEADER_LEN + prefix;
         let mut rapdu = [0u8; RESPONSE_MAX];
         let (n, count) =
-            if presence::requires_presence(&self.request[..len]) && !self.wait_for_presence(seq) {
+            if presence::requires_presence(&self.request[..len]) && !self.approve(seq, len) {
                 rapdu[..2].copy_from_slice(&presence::NO_PRESENCE_SW);
                 (2, 0)
             } else {
@@ -439,6 +473,28 @@ where
             self.button.is_high()
         };
         level.unwrap_or(false)
+    }
+
+    /// The user's approval of a command [`presence::requires_presence`] gates. SIGN REQUEST
+    /// shows its fields and then waits; one that does not decode is let through without a
+    /// press (the card refuses it, see [`presence::is_sign_request`]). Any other SIGN waits.
+    fn approve(&mut self, seq: u8, len: usize) -> bool {
+        let capdu = &self.request[..len];
+        if !presence::is_sign_request(capdu) {
+            return self.wait_for_presence(seq);
+        }
+        // The bytes the card itself collected for this request, not a copy of our own.
+        let shown = self.card.pending_sign_request(capdu, &mut self.shown);
+        let decoded = shown.and_then(|b| request::SignRequest::decode(b).ok());
+        let approved = match decoded {
+            Some(req) => {
+                presence::show_request(&mut self.console, &req);
+                self.wait_for_presence(seq)
+            }
+            None => true,
+        };
+        self.shown.fill(0);
+        approved
     }
 
     /// Waits for a fresh press, LED on, telling the host every [`WAIT_INTERVAL_MS`].

@@ -10,6 +10,7 @@
 //! | persistent card state | `embedded_storage::nor_flash::NorFlash` | [`store`]: A/B slots, safe against power cuts |
 //! | the token's seed | `rand_core::TryCryptoRng` (a TRNG) | [`Firmware::new`] |
 //! | user presence before SIGN | `embedded_hal::digital::InputPin` + `OutputPin` (LED) | [`presence`] |
+//! | showing what SIGN REQUEST signs | [`Console`] (or [`NoConsole`]) | [`presence`] |
 //! | button timing | `embedded_hal::delay::DelayNs` | |
 //! | benchmarks (optional) | [`Counter`] | |
 //!
@@ -37,6 +38,6 @@ pub mod store;
 pub mod testkit;
 
 pub use firmware::{
-    BoardConfig, BootError, Counter, DEFAULT_PRESENCE_TIMEOUT_MS, Firmware, Lifecycle, NoCounter,
-    Parts, WAIT_INTERVAL_MS,
+    BoardConfig, BootError, Console, Counter, DEFAULT_PRESENCE_TIMEOUT_MS, Firmware, Lifecycle,
+    NoConsole, NoCounter, Parts, WAIT_INTERVAL_MS,
 };

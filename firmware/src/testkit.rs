@@ -339,3 +339,60 @@ impl rand_core::TryRng for TestRng {
 }
 
 impl rand_core::TryCryptoRng for TestRng {}
+
+/// A console that records what it was shown: the lines, each ended with `\n`, in a fixed
+/// buffer (what does not fit is dropped and counted).
+#[derive(Clone, Debug)]
+pub struct RecordingConsole {
+    buf: [u8; Self::CAPACITY],
+    len: usize,
+    /// Lines shown so far.
+    pub lines: u32,
+    /// Bytes that did not fit.
+    pub dropped: usize,
+}
+
+impl Default for RecordingConsole {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecordingConsole {
+    pub const CAPACITY: usize = 4096;
+
+    pub const fn new() -> Self {
+        RecordingConsole {
+            buf: [0; Self::CAPACITY],
+            len: 0,
+            lines: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Everything shown, one line per `\n`.
+    pub fn text(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("<not UTF-8>")
+    }
+
+    /// Forgets what was shown.
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.lines = 0;
+        self.dropped = 0;
+    }
+}
+
+impl crate::Console for RecordingConsole {
+    fn show(&mut self, line: &str) {
+        self.lines += 1;
+        let need = line.len() + 1;
+        if self.len + need > Self::CAPACITY {
+            self.dropped += need;
+            return;
+        }
+        self.buf[self.len..self.len + line.len()].copy_from_slice(line.as_bytes());
+        self.buf[self.len + line.len()] = b'\n';
+        self.len += need;
+    }
+}

@@ -11,15 +11,53 @@ use simlab_firmware::presence::NO_PRESENCE_SW;
 use simlab_firmware::testkit::{
     CountingDelay, RecordingLed, ScriptedButton, SimFlash, Tear, TestRng,
 };
-use simlab_firmware::{BoardConfig, Counter, Firmware, Lifecycle, Parts};
+use simlab_firmware::{BoardConfig, Console, Counter, Firmware, Lifecycle, Parts};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::Path;
+use std::rc::Rc;
 
 /// Two slots for the card state, with 256-byte pages.
 const REGION: usize = 2 * (16 + STATE_LEN).div_ceil(256) * 256;
 
 type Flash = SimFlash<REGION>;
-type Fw = Firmware<Wire, Flash, TestRng, ScriptedButton, RecordingLed, CountingDelay, FakeCounter>;
+type Fw = Firmware<Wire, Flash, TestRng, Watched, RecordingLed, CountingDelay, FakeCounter, Shown>;
+
+/// What happened, in order: lines the console showed (`show: …`), and button sampling
+/// (`poll`, once per run of samples).
+type Log = Rc<RefCell<Vec<String>>>;
+
+/// The console, writing into the log.
+struct Shown(Log);
+
+impl Console for Shown {
+    fn show(&mut self, line: &str) {
+        self.0.borrow_mut().push(format!("show: {line}"));
+    }
+}
+
+/// A scripted button that notes in the log when it is sampled.
+struct Watched {
+    inner: ScriptedButton,
+    log: Log,
+}
+
+impl embedded_hal::digital::ErrorType for Watched {
+    type Error = core::convert::Infallible;
+}
+
+impl embedded_hal::digital::InputPin for Watched {
+    fn is_high(&mut self) -> Result<bool, Self::Error> {
+        let mut log = self.log.borrow_mut();
+        if log.last().is_none_or(|l| l != "poll") {
+            log.push("poll".into());
+        }
+        self.inner.is_high()
+    }
+    fn is_low(&mut self) -> Result<bool, Self::Error> {
+        self.is_high().map(|h| !h)
+    }
+}
 
 /// The link: bytes the test sends are fed directly; bytes the firmware writes are collected.
 #[derive(Default)]
@@ -80,17 +118,22 @@ fn parts(
     flash: Flash,
     button: ScriptedButton,
     seed: u64,
-) -> Parts<Wire, Flash, TestRng, ScriptedButton, RecordingLed, CountingDelay, FakeCounter> {
+) -> Parts<Wire, Flash, TestRng, Watched, RecordingLed, CountingDelay, FakeCounter, Shown> {
+    let log = Log::default();
     Parts {
         link: Wire::default(),
         flash,
         flash_base: 0,
         flash_len: REGION as u32,
         rng: TestRng(seed),
-        button,
+        button: Watched {
+            inner: button,
+            log: log.clone(),
+        },
         led: RecordingLed::default(),
         delay: CountingDelay::default(),
         counter: FakeCounter(0),
+        console: Shown(log),
     }
 }
 
@@ -764,4 +807,209 @@ fn every_older_state_format_in_flash_loads_and_a_newer_one_is_refused() {
         seen += 1;
     }
     assert!(seen >= 2, "golden states missing in {}", dir.display());
+}
+
+// ----- SIGN REQUEST: shown before the wait -------------------------------------------------------
+
+fn request_bytes(summary: &str) -> Vec<u8> {
+    let r = token::request::SignRequest {
+        server_id: "sign.example",
+        tx_id: [0x17; 16],
+        user_id: "ada",
+        amount: 4250,
+        currency: *b"EUR",
+        summary,
+        content_hash: [0x33; 32],
+        correlator: [0; token::request::CORRELATOR_LEN],
+        issued_at: 1_800_000_000,
+        expires_at: 1_800_000_300,
+    };
+    let mut buf = [0u8; token::request::MAX_LEN];
+    let n = r.encode(&mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+/// The SIGN REQUEST blocks of `data` (CLA `cla`, chaining bit on all but the last).
+fn request_apdus(cla: u8, data: &[u8]) -> Vec<Vec<u8>> {
+    let (p1, p2) = token::SIGN_REQUEST_P1P2;
+    let blocks: Vec<&[u8]> = data.chunks(255).collect();
+    blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let last = i + 1 == blocks.len();
+            let c = if last {
+                cla
+            } else {
+                cla | token::cla::CHAINING
+            };
+            let mut a = vec![c, token::ins::SIGN, p1, p2, b.len() as u8];
+            a.extend_from_slice(b);
+            if last {
+                a.push(0x00);
+            }
+            a
+        })
+        .collect()
+}
+
+fn log(fw: &mut Fw) -> Vec<String> {
+    std::mem::take(&mut *fw.console().0.borrow_mut())
+}
+
+/// Sends the blocks; every block but the last answers 9000 with nothing shown or sampled.
+/// Returns what the last one got back.
+fn send_request(host: &mut Host, fw: &mut Fw, apdus: &[Vec<u8>]) -> Vec<Got> {
+    let (last, first) = apdus.split_last().unwrap();
+    for a in first {
+        assert_eq!(sw(&host.apdu(fw, a)), 0x9000);
+        assert_eq!(
+            log(fw),
+            Vec::<String>::new(),
+            "nothing before the last block"
+        );
+    }
+    host.exchange(fw, Kind::Apdu, last)
+}
+
+fn last_sw(got: &[Got]) -> u16 {
+    match got.last() {
+        Some(Got::Frame {
+            kind: 0x81,
+            payload,
+            ..
+        }) => sw(payload),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn waits(got: &[Got]) -> usize {
+    got.iter()
+        .filter(|g| matches!(g, Got::Frame { kind: 0xF0, .. }))
+        .count()
+}
+
+#[test]
+fn sign_request_shows_its_fields_before_it_waits_for_the_button() {
+    let (mut fw, mut host) = token_firmware(ScriptedButton::presses(), 9);
+    token_ready(&mut host, &mut fw);
+    log(&mut fw);
+    let summary = "€".repeat(token::request::SUMMARY_MAX_CHARS);
+    let req = request_bytes(&summary);
+    let correlator = token::request::SignRequest::decode(&req)
+        .unwrap()
+        .correlator_str()
+        .to_string();
+    let got = send_request(&mut host, &mut fw, &request_apdus(0x00, &req));
+    assert!(waits(&got) > 0, "{got:?}");
+    let s = last_sw(&got);
+    assert!(s == 0x9000 || s >> 8 == 0x61, "{s:04x}");
+    assert_eq!(
+        log(&mut fw),
+        [
+            "show: sign request from sign.example".to_string(),
+            "show: amount:     42.50 EUR".into(),
+            format!("show: summary:    {summary}"),
+            "show: user:       ada".into(),
+            format!("show: correlator: {correlator}"),
+            "show: press the button to sign".into(),
+            "poll".into(),
+        ],
+        "every field shown, then the wait"
+    );
+    let p = fw.release();
+    assert_eq!((p.led.times_on, p.led.on), (1, false));
+
+    // Nobody presses: shown, waited, refused; the card never saw the last block.
+    let (mut fw, mut host) = token_firmware(ScriptedButton::untouched(), 10);
+    token_ready(&mut host, &mut fw);
+    log(&mut fw);
+    let got = send_request(&mut host, &mut fw, &request_apdus(0x80, &req));
+    assert_eq!(last_sw(&got), 0x6985);
+    let l = log(&mut fw);
+    assert_eq!(l.len(), 7, "{l:?}");
+    assert_eq!(l.last().map(String::as_str), Some("poll"));
+}
+
+#[test]
+fn a_request_that_does_not_decode_shows_nothing_and_asks_no_press() {
+    let (mut fw, mut host) = token_firmware(ScriptedButton::presses(), 11);
+    token_ready(&mut host, &mut fw);
+    log(&mut fw);
+    let req = request_bytes("Flowers for Ada");
+    let mut tampered = req.clone();
+    let at = req
+        .windows(8)
+        .position(|w| w == 4250u64.to_be_bytes())
+        .unwrap();
+    tampered[at + 7] ^= 1;
+    let long = request_bytes(&"€".repeat(token::request::SUMMARY_MAX_CHARS));
+    let mut long_tampered = long.clone();
+    let at = long
+        .windows(8)
+        .position(|w| w == 4250u64.to_be_bytes())
+        .unwrap();
+    long_tampered[at + 7] ^= 1;
+    let garbage = vec![0x41u8; 600];
+    for bad in [
+        b"garbage".to_vec(),
+        tampered,
+        long_tampered,
+        garbage,
+        req[..req.len() - 1].to_vec(),
+    ] {
+        let got = send_request(&mut host, &mut fw, &request_apdus(0x00, &bad));
+        assert_eq!(waits(&got), 0, "{got:?}");
+        assert_eq!(last_sw(&got), 0x6A80, "the card's own refusal");
+        assert_eq!(log(&mut fw), Vec::<String>::new(), "nothing shown, no wait");
+    }
+    // The last block alone, its chain abandoned by another command: not the request.
+    let apdus = request_apdus(0x00, &long);
+    assert_eq!(sw(&host.apdu(&mut fw, &apdus[0])), 0x9000);
+    let (_, s) = token_apdu(&mut host, &mut fw, &[0x00, token::ins::GET_INFO, 0, 0, 0]);
+    assert_eq!(s, 0x9000);
+    let got = send_request(&mut host, &mut fw, &apdus[1..]);
+    assert_eq!((waits(&got), last_sw(&got)), (0, 0x6A80));
+    assert_eq!(log(&mut fw), Vec::<String>::new());
+    // PIN not verified (a re-selection ends the session): the card says so, no press asked.
+    assert_eq!(token_apdu(&mut host, &mut fw, &SELECT_TOKEN).1, 0x9000);
+    let got = send_request(&mut host, &mut fw, &request_apdus(0x00, &req));
+    assert_eq!((waits(&got), last_sw(&got)), (0, 0x6982));
+    let got = host.exchange(&mut fw, Kind::Apdu, &request_apdus(0x00, &long)[0]);
+    assert_eq!((waits(&got), last_sw(&got)), (0, 0x6982));
+    assert_eq!(log(&mut fw), Vec::<String>::new());
+}
+
+/// The token can be selected on logical channels 1-3: SIGN there waits for the button too.
+#[test]
+fn sign_on_another_logical_channel_waits_for_the_button() {
+    let (mut fw, mut host) = token_firmware(ScriptedButton::untouched(), 12);
+    let (ch, s) = token_apdu(&mut host, &mut fw, &[0x00, 0x70, 0x00, 0x00, 0x01]);
+    assert_eq!((ch.as_slice(), s), (&[1u8][..], 0x9000));
+    let mut select = SELECT_TOKEN.to_vec();
+    select[0] = 0x01;
+    select[3] = 0x0C;
+    assert_eq!(sw(&host.apdu(&mut fw, &select)), 0x9000);
+    let verify = [
+        &[0x01, token::ins::VERIFY_PIN, 0x00, token::PIN_REF, 0x08][..],
+        b"0000\xFF\xFF\xFF\xFF",
+    ]
+    .concat();
+    assert_eq!(sw(&host.apdu(&mut fw, &verify)), 0x9000);
+    let keygen = [0x01, token::ins::GENERATE_KEY, token::KEYGEN_REPLACE, 0x00];
+    assert_eq!(sw(&host.apdu(&mut fw, &keygen)) >> 8, 0x61);
+    let mut sign = sign_apdu(b"on channel 1");
+    sign[0] = 0x01;
+    let got = host.exchange(&mut fw, Kind::Apdu, &sign);
+    assert!(waits(&got) > 0);
+    assert_eq!(last_sw(&got), 0x6985);
+    assert_eq!(log(&mut fw), ["poll"]);
+    let got = send_request(
+        &mut host,
+        &mut fw,
+        &request_apdus(0x81, &request_bytes("x")),
+    );
+    assert!(waits(&got) > 0);
+    assert_eq!(last_sw(&got), 0x6985);
+    assert_eq!(log(&mut fw).len(), 7);
 }

@@ -8,7 +8,9 @@ use simlab_card::profile::Profile;
 use simlab_card::transport::serial::SerialTransport;
 use simlab_card::transport::{Link, Transport, inproc::InProcess};
 use simlab_firmware::link;
-use simlab_firmware::testkit::{CountingDelay, RecordingLed, ScriptedButton, SimFlash, TestRng};
+use simlab_firmware::testkit::{
+    CountingDelay, RecordingConsole, RecordingLed, ScriptedButton, SimFlash, TestRng,
+};
 use simlab_firmware::{BoardConfig, Firmware, NoCounter, Parts};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -68,10 +70,24 @@ impl embedded_io::Write for Sock {
     }
 }
 
-type Fw = Firmware<Sock, Flash, TestRng, ScriptedButton, RecordingLed, CountingDelay, NoCounter>;
+type Fw = Firmware<
+    Sock,
+    Flash,
+    TestRng,
+    ScriptedButton,
+    RecordingLed,
+    CountingDelay,
+    NoCounter,
+    RecordingConsole,
+>;
 
 /// Runs a firmware on `flash` in a thread until the host hangs up; returns the host's end.
-fn serve(flash: Flash, corrupt_write: Option<usize>) -> (UnixStream, JoinHandle<(Flash, usize)>) {
+/// Runs a firmware on `flash`; the thread gives back the flash, the link's write count and
+/// what the console showed.
+fn serve(
+    flash: Flash,
+    corrupt_write: Option<usize>,
+) -> (UnixStream, JoinHandle<(Flash, usize, String)>) {
     let (host, card) = UnixStream::pair().unwrap();
     let handle = std::thread::spawn(move || {
         let parts = Parts {
@@ -88,6 +104,7 @@ fn serve(flash: Flash, corrupt_write: Option<usize>) -> (UnixStream, JoinHandle<
             led: RecordingLed::default(),
             delay: CountingDelay::default(),
             counter: NoCounter,
+            console: RecordingConsole::new(),
         };
         let mut fw: Fw = Firmware::new(parts, BOARD).expect("boot");
         while let Ok(n) = fw.poll() {
@@ -96,7 +113,8 @@ fn serve(flash: Flash, corrupt_write: Option<usize>) -> (UnixStream, JoinHandle<
             }
         }
         let parts = fw.release();
-        (parts.flash, parts.link.writes)
+        let shown = parts.console.text().to_string();
+        (parts.flash, parts.link.writes, shown)
     });
     (host, handle)
 }
@@ -158,6 +176,57 @@ fn the_host_transport_and_the_firmware_agree() {
     }
     drop(on_token);
     fw.join().unwrap();
+}
+
+/// The host's `TokenSession::sign_request` over the serial link: the chained request is shown
+/// on the firmware's console, whole, before the signature comes; garbage shows nothing.
+#[test]
+fn a_sign_request_from_the_host_is_shown_then_signed() {
+    use simlab_card::token::{PinOutcome, TokenSession, request};
+    let flash = personalised_flash();
+    let (host, fw) = serve(flash, None);
+    let t = SerialTransport::over(Box::new(host), "test token".into()).unwrap();
+    let mut token = TokenSession::open(Link::new(Box::new(t))).unwrap();
+    assert_eq!(
+        token.verify_pin(b"0000\xFF\xFF\xFF\xFF").unwrap(),
+        PinOutcome::Verified
+    );
+    token.generate_key(true).unwrap();
+    let summary = "Tulips for Grace — ".repeat(8);
+    let req = request::SignRequest {
+        server_id: "sign.example",
+        tx_id: [1; 16],
+        user_id: "grace",
+        amount: 199,
+        currency: *b"EUR",
+        summary: &summary,
+        content_hash: [2; 32],
+        correlator: [0; request::CORRELATOR_LEN],
+        issued_at: 10,
+        expires_at: 20,
+    };
+    let mut buf = [0u8; request::MAX_LEN];
+    let n = req.encode(&mut buf).unwrap();
+    assert!(n > 255, "chained");
+    // The signature is checked against openssl in tests/tests/firmware.rs (under QEMU) and
+    // against the key in the applet's own tests; here: it came, after the console showed.
+    let der = token.sign_request(&buf[..n]).unwrap();
+    assert_eq!(der.first(), Some(&0x30));
+    // Garbage: no press asked, the card's own refusal.
+    assert!(token.sign_request(b"garbage").is_err());
+    drop(token);
+    let shown = fw.join().unwrap().2;
+    let correlator = request::SignRequest::decode(&buf[..n])
+        .unwrap()
+        .correlator_str()
+        .to_string();
+    assert_eq!(
+        shown,
+        format!(
+            "sign request from sign.example\namount:     1.99 EUR\nsummary:    {summary}\n\
+             user:       grace\ncorrelator: {correlator}\npress the button to sign\n"
+        )
+    );
 }
 
 /// The firmware's reply to a VERIFY arrives corrupted: the host sends the same frame again and

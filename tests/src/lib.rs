@@ -163,6 +163,16 @@ impl Process {
         self.child.as_mut().and_then(|c| c.stdout.as_mut())
     }
 
+    /// Its piped stderr, if it was started with one.
+    pub fn stderr(&mut self) -> Option<&mut std::process::ChildStderr> {
+        self.child.as_mut().and_then(|c| c.stderr.as_mut())
+    }
+
+    /// Waits for it to exit by itself (the guard still reaps it if this is never called).
+    pub fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.wait().ok())
+    }
+
     /// Sends a signal (SIGINT = Ctrl-C, SIGTERM, …).
     pub fn signal(&self, signal: i32) {
         if let Some(child) = &self.child {

@@ -272,6 +272,147 @@ fn token_keygen_and_sign_verified_by_openssl() {
     }
 }
 
+/// Seed 002 on the firmware: `simlab token sign --request` over the serial link. The token
+/// shows the request's fields on its console (semihosting, QEMU's stderr) before it waits for
+/// the (simulated) button — they are there when the host hears the first WAIT — and the
+/// signature openssl checks is over exactly the file's bytes. A file that is no request is
+/// exit 2 and never reaches the token.
+#[test]
+fn sign_request_is_shown_on_the_token_console_then_signed() {
+    use simlab_applet::token::request::{CORRELATOR_LEN, MAX_LEN, SignRequest};
+    if !qemu_available() || !require("openssl") {
+        return;
+    }
+    let flash = temp_path("fw-sign-request.flash");
+    let log_path = flash.with_extension("log");
+    let token = Token::start(Some(USIM), &flash, &[]);
+    let keygen = ok(&token.simlab(&["token", "keygen", "--pin", "0000", "--json"]));
+    let pem_file = temp_path("fw-sign-request.pem");
+    std::fs::write(&pem_file, keygen["public_key_pem"].as_str().unwrap()).unwrap();
+
+    let summary = "Tulips for Grace, delivered Friday — ".repeat(4);
+    let req = SignRequest {
+        server_id: "sign.example",
+        tx_id: [0x42; 16],
+        user_id: "grace",
+        amount: 4250,
+        currency: *b"EUR",
+        summary: &summary,
+        content_hash: [0x24; 32],
+        correlator: [0; CORRELATOR_LEN],
+        issued_at: 1_800_000_000,
+        expires_at: 1_800_000_300,
+    };
+    let mut buf = [0u8; MAX_LEN];
+    let n = req.encode(&mut buf).unwrap();
+    assert!(n > 255, "goes by command chaining");
+    let bytes = &buf[..n];
+    let correlator = SignRequest::decode(bytes)
+        .unwrap()
+        .correlator_str()
+        .to_string();
+    let req_file = temp_path("fw-sign-request.bin");
+    std::fs::write(&req_file, bytes).unwrap();
+    let sig_file = temp_path("fw-sign-request.der");
+
+    let mut child = Process::spawn(
+        "simlab token sign --request",
+        Command::new(simlab_hil::simlab_bin())
+            .args(["--serial", &token.serial, "--json", "token", "sign"])
+            .args([
+                "--request",
+                p(&req_file),
+                "--pin",
+                "0000",
+                "--out",
+                p(&sig_file),
+            ])
+            .envs(simlab_hil::bench_env())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut stdout = dup(child.stdout().expect("piped stdout"));
+    let stderr = {
+        use std::os::fd::AsFd;
+        let e = child.stderr().expect("piped stderr");
+        std::fs::File::from(e.as_fd().try_clone_to_owned().expect("dup stderr"))
+    };
+    let mut err_lines = BufReader::new(stderr).lines();
+    let mut heard = String::new();
+    for line in err_lines.by_ref() {
+        let line = line.unwrap();
+        heard.push_str(&line);
+        heard.push('\n');
+        if line.contains("press the token's button") {
+            break;
+        }
+    }
+    assert!(
+        heard.contains("press the token's button"),
+        "no WAIT: {heard}"
+    );
+    // The token waits only after it showed: the console already has every field.
+    let console = std::fs::read_to_string(&log_path).unwrap();
+    let expected = [
+        "simlab-token: sign request from sign.example".to_string(),
+        "simlab-token: amount:     42.50 EUR".into(),
+        format!("simlab-token: summary:    {summary}"),
+        "simlab-token: user:       grace".into(),
+        format!("simlab-token: correlator: {correlator}"),
+        "simlab-token: press the button to sign".into(),
+    ];
+    let lines: Vec<&str> = console.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == expected[0])
+        .unwrap_or_else(|| panic!("the console shows no request:\n{console}"));
+    assert_eq!(
+        lines[at..(at + expected.len()).min(lines.len())],
+        expected.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        "{console}"
+    );
+    for _ in err_lines.by_ref() {}
+    let status = child.wait().expect("simlab exits");
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).unwrap();
+    assert!(status.success(), "{out} {heard}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["correlator"], correlator.as_str());
+    assert_eq!(v["amount"], 4250);
+    assert_eq!(
+        std::fs::read(&sig_file).unwrap(),
+        unhex(v["signature_der"].as_str().unwrap())
+    );
+    let openssl_verifies = |data: &Path| {
+        Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(&pem_file)
+            .arg("-signature")
+            .arg(&sig_file)
+            .arg(data)
+            .output()
+            .expect("run openssl")
+            .status
+            .success()
+    };
+    assert!(openssl_verifies(&req_file));
+    let mut changed = bytes.to_vec();
+    changed[n - 1] ^= 1;
+    let changed_file = temp_path("fw-sign-request-changed.bin");
+    std::fs::write(&changed_file, &changed).unwrap();
+    assert!(!openssl_verifies(&changed_file));
+
+    // Garbage: exit 2 with the decoder's reason; the token is not asked, shows nothing more.
+    let shown_before = std::fs::read_to_string(&log_path).unwrap();
+    let garbage = temp_path("fw-sign-request-garbage.bin");
+    std::fs::write(&garbage, b"\x00\x16simlab-sign-request-v1 and then nothing").unwrap();
+    let o = token.simlab(&["token", "sign", "--request", p(&garbage), "--pin", "0000"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out} {err}");
+    assert!(err.contains("not a simlab-sign-request-v1"), "{err}");
+    assert_eq!(std::fs::read_to_string(&log_path).unwrap(), shown_before);
+}
+
 #[test]
 fn token_key_and_pin_counter_survive_a_qemu_restart() {
     if !qemu_available() {
@@ -320,7 +461,7 @@ fn a_factory_token_refuses_apdus_until_personalised() {
     let o = token.simlab(&["card", "info", "--json"]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     assert!(text(&o).1.contains("not personalised"), "{:?}", text(&o));
-    let tool = workspace_root().join("target/debug/examples/personalise");
+    let tool = target_dir().join("debug/examples/personalise");
     let status = Command::new(tool)
         .args(["--profile", p(&profile(USIM)), "--serial", &token.serial])
         .status()
@@ -397,6 +538,27 @@ fn frame(kind: u8, seq: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// Where cargo builds (CARGO_TARGET_DIR, as scripts/qemu-token honours it, or target/).
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .map(|d| {
+            if d.is_absolute() {
+                d
+            } else {
+                workspace_root().join(d)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }

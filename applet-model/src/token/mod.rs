@@ -57,7 +57,9 @@ pub mod ins {
     /// CHANGE PIN: `00 24 00 80 10 <old> <new>`.
     pub const CHANGE_PIN: u8 = 0x24;
     /// PERFORM SECURITY OPERATION: COMPUTE DIGITAL SIGNATURE, P1P2 = 9E 9A, data = the
-    /// message (hashed on the card); chained or extended beyond 255 bytes.
+    /// message (hashed on the card); chained or extended beyond 255 bytes. With P1P2 = 9E 9C
+    /// ([`super::SIGN_REQUEST_P1P2`]) it is SIGN REQUEST: the data is a seed-002
+    /// simlab-sign-request-v1 ([`super::request`]), decoded on the card before it is signed.
     pub const SIGN: u8 = 0x2A;
     /// GENERATE KEY: P1 = 00 create (refused if a key exists), 01 replace.
     pub const GENERATE_KEY: u8 = 0x46;
@@ -90,6 +92,11 @@ pub const KEYGEN_REPLACE: u8 = 0x01;
 /// P1 P2 of SIGN: ISO 7816-8 COMPUTE DIGITAL SIGNATURE, signature returned (9E), data to be
 /// signed in the data field (9A).
 pub const SIGN_P1P2: (u8, u8) = (0x9E, 0x9A);
+/// P1 P2 of SIGN REQUEST: signature returned (9E), and a **proprietary** P2 9C — ISO 7816-8
+/// does not define 9C as a data-object reference (9A is "data to be signed"); simlab uses it
+/// for "a simlab-sign-request-v1 to be decoded, then signed". The signature is the one SIGN
+/// would give over the same bytes.
+pub const SIGN_REQUEST_P1P2: (u8, u8) = (0x9E, 0x9C);
 
 /// The PIN of a new token: "0000", as the card's own PIN1/PIN2 defaults. CHANGE PIN replaces it.
 pub const DEFAULT_PIN: [u8; PIN_LEN] = *b"0000\xFF\xFF\xFF\xFF";
@@ -107,6 +114,8 @@ pub const LAYOUT_VERSION: u8 = 1;
 const OUT_MAX: usize = 256;
 /// Data collected across a chain: M3 followed by the largest certificate.
 const CHAIN_BUF_LEN: usize = MAC_LEN + CERT_MAX;
+/// SIGN REQUEST collects its request in the chain buffer too.
+const _: () = assert!(request::MAX_LEN <= CHAIN_BUF_LEN);
 
 /// Bits of the flags byte in the saved state and in GET INFO.
 mod flag {
@@ -270,7 +279,8 @@ struct Chain {
 enum ChainBody {
     /// SIGN hashes as the data arrives, so its length is unbounded.
     Hash(Sha256),
-    /// BOOTSTRAP BEGIN/FINISH collect their data (this many bytes) in the chain buffer.
+    /// BOOTSTRAP BEGIN/FINISH and SIGN REQUEST collect their data (this many bytes) in the
+    /// chain buffer.
     Collect(usize),
 }
 
@@ -296,8 +306,8 @@ struct Core {
 #[derive(Clone)]
 pub struct Token {
     core: Core,
-    /// Data of a chained BOOTSTRAP BEGIN/FINISH (RAM only; also the staging area that keeps
-    /// the stored certificate intact until M3 has been checked).
+    /// Data of a chained BOOTSTRAP BEGIN/FINISH or SIGN REQUEST (RAM only; also the staging
+    /// area that keeps the stored certificate intact until M3 has been checked).
     chain_buf: [u8; CHAIN_BUF_LEN],
 }
 
@@ -469,8 +479,9 @@ impl Token {
         }
     }
 
-    /// SIGN, BOOTSTRAP BEGIN and BOOTSTRAP FINISH: one command (short or extended), or a
-    /// chain whose blocks are hashed (SIGN) or collected (BOOTSTRAP) until the last arrives.
+    /// SIGN, SIGN REQUEST, BOOTSTRAP BEGIN and BOOTSTRAP FINISH: one command (short or
+    /// extended), or a chain whose blocks are hashed (SIGN) or collected (the others) until
+    /// the last arrives.
     fn long_command(
         &mut self,
         cmd: &Command,
@@ -483,15 +494,18 @@ impl Token {
         if cmd.data.is_empty() {
             return Err(TokenError::WrongLength);
         }
-        let overflow = match cmd.ins {
-            ins::BOOTSTRAP_FINISH => TokenError::CertificateTooLong,
-            _ => TokenError::WrongLength,
+        let is_request = is_sign_request(cmd);
+        let (limit, overflow) = match cmd.ins {
+            ins::BOOTSTRAP_FINISH => (CHAIN_BUF_LEN, TokenError::CertificateTooLong),
+            _ if is_request => (request::MAX_LEN, TokenError::WrongLength),
+            _ => (CHAIN_BUF_LEN, TokenError::WrongLength),
         };
         let mut chain = match core.chain.take() {
             Some(chain) => chain,
             // The whole data in one command: nothing to collect.
             None if !chained => {
                 return match cmd.ins {
+                    _ if is_request => core.sign_request(cmd.data, out),
                     ins::SIGN => core.sign(Sha256::new_with_prefix(cmd.data), out),
                     ins::BOOTSTRAP_BEGIN => core.begin(cmd.p1, cmd.data, sub, out),
                     _ => core.finish(cmd.data),
@@ -502,7 +516,7 @@ impl Token {
                 p1: cmd.p1,
                 p2: cmd.p2,
                 body: match cmd.ins {
-                    ins::SIGN => ChainBody::Hash(Sha256::new()),
+                    ins::SIGN if !is_request => ChainBody::Hash(Sha256::new()),
                     _ => ChainBody::Collect(0),
                 },
             },
@@ -512,7 +526,7 @@ impl Token {
             ChainBody::Collect(len) => {
                 let end = len
                     .checked_add(cmd.data.len())
-                    .filter(|&end| end <= CHAIN_BUF_LEN)
+                    .filter(|&end| end <= limit)
                     .ok_or(overflow)?;
                 self.chain_buf
                     .get_mut(*len..end)
@@ -530,6 +544,7 @@ impl Token {
             ChainBody::Collect(len) => {
                 let data = self.chain_buf.get(..len).ok_or(overflow)?;
                 let result = match cmd.ins {
+                    _ if is_request => core.sign_request(data, out),
                     ins::BOOTSTRAP_BEGIN => core.begin(cmd.p1, data, sub, out),
                     _ => core.finish(data),
                 };
@@ -537,6 +552,43 @@ impl Token {
                 result
             }
         }
+    }
+
+    /// The bytes SIGN REQUEST would decode (and, if they decode, sign) if `cmd` came now:
+    /// the data of the chain in progress followed by `cmd`'s, copied into `buf`. `None` when
+    /// `cmd` would not get that far — not the last command of a SIGN REQUEST, a class the
+    /// token refuses, the PIN not verified, no key, no data, or more than
+    /// [`request::MAX_LEN`] bytes. `cmd` is as the token sees it (channel bits cleared).
+    ///
+    /// It follows [`Token::process`] step by step and changes nothing, so a device that must
+    /// show what will be signed before it lets the command through (the firmware's
+    /// user-presence gate) displays exactly these bytes; the card model's tests check that
+    /// every SIGN REQUEST signature is over the bytes this returned just before.
+    pub fn pending_sign_request<'b>(
+        &self,
+        cmd: &Command,
+        buf: &'b mut [u8; request::MAX_LEN],
+    ) -> Option<&'b [u8]> {
+        if cmd.cla & !cla::PROPRIETARY != 0 || !is_sign_request(cmd) || cmd.data.is_empty() {
+            return None;
+        }
+        self.core.precheck(cmd).ok()?;
+        let collected = match &self.core.chain {
+            Some(Chain {
+                ins: i,
+                p1,
+                p2,
+                body: ChainBody::Collect(len),
+            }) if (*i, *p1, *p2) == (cmd.ins, cmd.p1, cmd.p2) => self.chain_buf.get(..*len)?,
+            // Another chain is abandoned by this command; no chain: the data stands alone.
+            _ => &[],
+        };
+        let total = collected.len().checked_add(cmd.data.len())?;
+        let dst = buf.get_mut(..total)?;
+        let (head, tail) = dst.split_at_mut(collected.len());
+        head.copy_from_slice(collected);
+        tail.copy_from_slice(cmd.data);
+        Some(dst)
     }
 
     /// Installs a known key, for tests that check published vectors.
@@ -552,7 +604,7 @@ impl Core {
     fn precheck(&self, cmd: &Command) -> Result<()> {
         match cmd.ins {
             ins::SIGN => {
-                if (cmd.p1, cmd.p2) != SIGN_P1P2 {
+                if (cmd.p1, cmd.p2) != SIGN_P1P2 && (cmd.p1, cmd.p2) != SIGN_REQUEST_P1P2 {
                     return Err(TokenError::BadP1P2);
                 }
                 self.key.as_ref().ok_or(TokenError::NoKey)?;
@@ -684,6 +736,17 @@ impl Core {
             .ok_or(TokenError::SigningFailed)?
             .copy_from_slice(bytes);
         Ok(bytes.len())
+    }
+
+    /// SIGN REQUEST: `data` must be a simlab-sign-request-v1 that [`request::SignRequest::decode`]
+    /// accepts (correlator included); then it is signed exactly as SIGN signs it. Anything
+    /// else is refused with 6A80 and nothing is signed.
+    fn sign_request(&mut self, data: &[u8], out: &mut [u8; 256]) -> Result<usize> {
+        if data.len() > request::MAX_LEN {
+            return Err(TokenError::WrongLength);
+        }
+        request::SignRequest::decode(data).map_err(|_| TokenError::BadData)?;
+        self.sign(Sha256::new_with_prefix(data), out)
     }
 
     /// BOOTSTRAP BEGIN (message 240 in, 250 out): run A3/A8 or AKA on the card, derive K,
@@ -862,6 +925,11 @@ impl Core {
         w.put(&info);
         Ok(w.at)
     }
+}
+
+/// INS 2A with P1P2 9E 9C.
+fn is_sign_request(cmd: &Command) -> bool {
+    cmd.ins == ins::SIGN && (cmd.p1, cmd.p2) == SIGN_REQUEST_P1P2
 }
 
 fn pin_error(e: ChvError) -> TokenError {

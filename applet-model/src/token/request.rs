@@ -220,6 +220,56 @@ impl<'a> SignRequest<'a> {
     pub fn currency_str(&self) -> &str {
         core::str::from_utf8(&self.currency).unwrap_or("???")
     }
+
+    /// The amount as people read it: `42.50 EUR` (see [`Amount`]).
+    pub fn amount_display(&self) -> Amount {
+        Amount {
+            minor: self.amount,
+            currency: self.currency,
+        }
+    }
+}
+
+/// An amount in minor units of an ISO 4217 currency, displayed with that currency's decimals
+/// and its code: `42.50 EUR`, `4250 JPY`, `4.250 KWD`. One formatting for every screen that
+/// shows a request (the host CLI, the token's console), so they cannot disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Amount {
+    pub minor: u64,
+    pub currency: [u8; 3],
+}
+
+impl Amount {
+    /// The currency's minor-unit digits (ISO 4217): 0 for JPY, KRW …, 3 for BHD, KWD …, 4 for
+    /// CLF and UYW, 2 for every other code.
+    pub fn decimals(&self) -> u32 {
+        match &self.currency {
+            b"BIF" | b"CLP" | b"DJF" | b"GNF" | b"ISK" | b"JPY" | b"KMF" | b"KRW" | b"PYG"
+            | b"RWF" | b"UGX" | b"UYI" | b"VND" | b"VUV" | b"XAF" | b"XOF" | b"XPF" => 0,
+            b"BHD" | b"IQD" | b"JOD" | b"KWD" | b"LYD" | b"OMR" | b"TND" => 3,
+            b"CLF" | b"UYW" => 4,
+            _ => 2,
+        }
+    }
+}
+
+impl core::fmt::Display for Amount {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let code = core::str::from_utf8(&self.currency).unwrap_or("???");
+        match self.decimals() {
+            0 => write!(f, "{} {code}", self.minor),
+            d => {
+                let scale = 10u64.pow(d);
+                let width = d as usize;
+                write!(
+                    f,
+                    "{}.{:0width$} {code}",
+                    self.minor / scale,
+                    self.minor % scale
+                )
+            }
+        }
+    }
 }
 
 /// The `XXX-XXX` code of the encoded fields 1–8.
@@ -433,6 +483,25 @@ mod tests {
             sample().encode(&mut [0u8; 10]),
             Err(RequestError::BufferTooSmall)
         );
+    }
+
+    #[test]
+    fn amounts_show_with_their_currency_s_decimals() {
+        extern crate std;
+        use std::string::ToString;
+        let a = |minor, c: &[u8; 3]| {
+            Amount {
+                minor,
+                currency: *c,
+            }
+            .to_string()
+        };
+        assert_eq!(sample().amount_display().to_string(), "42.50 EUR");
+        assert_eq!(a(5, b"EUR"), "0.05 EUR");
+        assert_eq!(a(0, b"USD"), "0.00 USD");
+        assert_eq!(a(4250, b"JPY"), "4250 JPY");
+        assert_eq!(a(4250, b"KWD"), "4.250 KWD");
+        assert_eq!(a(u64::MAX, b"EUR"), "184467440737095516.15 EUR");
     }
 
     #[test]

@@ -1108,6 +1108,360 @@ fn the_state_layout_adds_up() {
     assert_eq!(STATE_LEN, 2 + 32 + 8 + 1 + 2 + CERT_MAX + drbg::STATE_LEN);
 }
 
+// ----- SIGN REQUEST (seed 002) ----------------------------------------------------------------------
+
+fn sample_request(summary: &str) -> Vec<u8> {
+    let r = request::SignRequest {
+        server_id: "sign.example",
+        tx_id: [0x17; 16],
+        user_id: "ada",
+        amount: 4250,
+        currency: *b"EUR",
+        summary,
+        content_hash: [0x33; 32],
+        correlator: [0; request::CORRELATOR_LEN],
+        issued_at: 1_800_000_000,
+        expires_at: 1_800_000_300,
+    };
+    let mut buf = [0u8; request::MAX_LEN];
+    let n = r.encode(&mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+/// The longest request there is: 160 two-byte characters of summary... and more.
+fn long_request() -> Vec<u8> {
+    let summary = "€".repeat(request::SUMMARY_MAX_CHARS);
+    sample_request(&summary)
+}
+
+fn sign_request(t: &mut Token, sub: &mut Subscriber, data: &[u8]) -> (Vec<u8>, Status) {
+    let (p1, p2) = SIGN_REQUEST_P1P2;
+    run(t, sub, &apdu(0, ins::SIGN, p1, p2, data, Some(256)))
+}
+
+fn extended(cla: u8, ins: u8, p1: u8, p2: u8, data: &[u8]) -> Vec<u8> {
+    let cmd = Command::new(cla, ins, p1, p2).with_data(data).with_ne(256);
+    let mut buf = vec![0u8; cmd.encoded_len().unwrap()];
+    cmd.serialize(&mut buf).unwrap();
+    buf
+}
+
+fn preview(t: &Token, apdu: &[u8]) -> Option<Vec<u8>> {
+    let cmd = Command::parse(apdu).unwrap();
+    let mut buf = [0u8; request::MAX_LEN];
+    t.pending_sign_request(&cmd, &mut buf).map(<[u8]>::to_vec)
+}
+
+#[test]
+fn sign_request_signs_what_sign_would_chained_or_extended() {
+    let (mut t, mut sub) = ready();
+    t.take_dirty();
+    let vk = verifying_key(&mut t, &mut sub);
+    let (p1, p2) = SIGN_REQUEST_P1P2;
+    let short = sample_request("Flowers for Ada");
+    assert!(short.len() <= 255);
+    let (der, status) = sign_request(&mut t, &mut sub, &short);
+    assert_eq!(status, Status::Success);
+    let sig = DerSignature::try_from(der.as_slice()).unwrap();
+    vk.verify(&short, &sig).unwrap();
+    assert_eq!(
+        der,
+        sign(&mut t, &mut sub, &short).0,
+        "RFC 6979: the signature SIGN gives over the same bytes"
+    );
+
+    let long = long_request();
+    assert!(long.len() > 255 && long.len() <= request::MAX_LEN);
+    let (by_chain, status) = chained(&mut t, &mut sub, ins::SIGN, p1, p2, &long, 255);
+    assert_eq!(status, Status::Success);
+    vk.verify(&long, &DerSignature::try_from(by_chain.as_slice()).unwrap())
+        .unwrap();
+    let (by_extended, status) = run(&mut t, &mut sub, &extended(0, ins::SIGN, p1, p2, &long));
+    assert_eq!((by_extended, status), (by_chain.clone(), Status::Success));
+    let (by_small_blocks, _) = chained(&mut t, &mut sub, ins::SIGN, p1, p2, &long, 7);
+    assert_eq!(by_small_blocks, by_chain);
+    // Class 80 is class 00.
+    let (der80, status) = run(
+        &mut t,
+        &mut sub,
+        &apdu(0x80, ins::SIGN, p1, p2, &short, None),
+    );
+    assert_eq!((der80, status), (der, Status::Success));
+    assert!(!t.take_dirty(), "signing changes no persistent state");
+}
+
+#[test]
+fn sign_request_refuses_what_does_not_decode_and_signs_nothing() {
+    let (mut t, mut sub) = ready();
+    let (p1, p2) = SIGN_REQUEST_P1P2;
+    let good = sample_request("Flowers for Ada");
+    // Garbage, a truncated request, a trailing byte.
+    for bad in [
+        b"not a request".to_vec(),
+        good[..good.len() - 1].to_vec(),
+        [&good[..], &[0]].concat(),
+    ] {
+        assert_eq!(
+            sign_request(&mut t, &mut sub, &bad),
+            (Vec::new(), Status::IncorrectData)
+        );
+    }
+    // The amount changed, the correlator kept: the decoder's CorrelatorMismatch.
+    let mut tampered = good.clone();
+    let at = 2 + request::LABEL.len() + 2 + 12 + 2 + 16 + 2 + 3 + 2 + 7;
+    tampered[at] ^= 0x01;
+    assert_eq!(
+        request::SignRequest::decode(&tampered),
+        Err(request::RequestError::CorrelatorMismatch)
+    );
+    assert_eq!(
+        sign_request(&mut t, &mut sub, &tampered).1,
+        Status::IncorrectData
+    );
+    let (_, status) = chained(&mut t, &mut sub, ins::SIGN, p1, p2, &tampered, 50);
+    assert_eq!(status, Status::IncorrectData);
+    // Longer than any request: 6700, whether extended or on the block that overflows.
+    let oversize = vec![0x41u8; request::MAX_LEN + 1];
+    assert_eq!(
+        run(&mut t, &mut sub, &extended(0, ins::SIGN, p1, p2, &oversize)).1,
+        Status::WrongLength
+    );
+    let blocks: Vec<&[u8]> = oversize.chunks(255).collect();
+    for b in &blocks[..3] {
+        assert_eq!(
+            sw(
+                &mut t,
+                &mut sub,
+                &apdu(cla::CHAINING, ins::SIGN, p1, p2, b, None)
+            ),
+            Status::Success
+        );
+    }
+    assert_eq!(
+        sw(
+            &mut t,
+            &mut sub,
+            &apdu(cla::CHAINING, ins::SIGN, p1, p2, blocks[3], None)
+        ),
+        Status::WrongLength
+    );
+    // The refusal ended the chain: the good request, sent whole, signs alone.
+    let vk = verifying_key(&mut t, &mut sub);
+    let (der, status) = sign_request(&mut t, &mut sub, &good);
+    assert_eq!(status, Status::Success);
+    vk.verify(&good, &DerSignature::try_from(der.as_slice()).unwrap())
+        .unwrap();
+    // No data at all.
+    assert_eq!(sign_request(&mut t, &mut sub, &[]).1, Status::WrongLength);
+}
+
+#[test]
+fn sign_request_needs_the_pin_and_a_key() {
+    let mut t = Token::new(&SEED);
+    let mut sub = gsm_sub();
+    let (p1, p2) = SIGN_REQUEST_P1P2;
+    let good = long_request();
+    verify(&mut t, &mut sub, &PIN);
+    assert_eq!(
+        sign_request(&mut t, &mut sub, &good[..200]).1,
+        Status::ReferenceNotFound
+    );
+    keygen(&mut t, &mut sub, KEYGEN_CREATE);
+    t.reset();
+    assert_eq!(
+        sign_request(&mut t, &mut sub, &sample_request("x")).1,
+        Status::SecurityNotSatisfied
+    );
+    // Already the first block of a chain is refused.
+    assert_eq!(
+        sw(
+            &mut t,
+            &mut sub,
+            &apdu(cla::CHAINING, ins::SIGN, p1, p2, &good[..255], None)
+        ),
+        Status::SecurityNotSatisfied
+    );
+    assert_eq!(
+        preview(&t, &apdu(0, ins::SIGN, p1, p2, &good, None)),
+        None,
+        "nothing to show for a request the token refuses"
+    );
+}
+
+#[test]
+fn another_command_abandons_a_sign_request_chain() {
+    let (mut t, mut sub) = ready();
+    let (p1, p2) = SIGN_REQUEST_P1P2;
+    let good = long_request();
+    let (head, tail) = good.split_at(300);
+    let first = apdu(cla::CHAINING, ins::SIGN, p1, p2, head, None);
+    let last = apdu(0, ins::SIGN, p1, p2, tail, Some(256));
+    assert_eq!(sw(&mut t, &mut sub, &first), Status::Success);
+    assert_eq!(preview(&t, &last).as_deref(), Some(&good[..]));
+    // GET INFO in between: the chain is gone, the tail alone is no request.
+    info(&mut t, &mut sub);
+    assert_eq!(preview(&t, &last).as_deref(), Some(tail));
+    assert_eq!(run(&mut t, &mut sub, &last).1, Status::IncorrectData);
+    // A plain SIGN block in between abandons it too.
+    assert_eq!(sw(&mut t, &mut sub, &first), Status::Success);
+    let (_, status) = sign(&mut t, &mut sub, b"other");
+    assert_eq!(status, Status::Success);
+    assert_eq!(run(&mut t, &mut sub, &last).1, Status::IncorrectData);
+    // And a reset.
+    assert_eq!(sw(&mut t, &mut sub, &first), Status::Success);
+    t.reset();
+    verify(&mut t, &mut sub, &PIN);
+    assert_eq!(run(&mut t, &mut sub, &last).1, Status::IncorrectData);
+    // Unbroken, it signs.
+    assert_eq!(sw(&mut t, &mut sub, &first), Status::Success);
+    assert_eq!(run(&mut t, &mut sub, &last).1, Status::Success);
+}
+
+#[test]
+fn the_card_looks_ahead_at_a_sign_request_on_any_channel() {
+    let mut c = card();
+    let (p1, p2) = SIGN_REQUEST_P1P2;
+    let good = long_request();
+    let (head, tail) = good.split_at(255);
+    let look = |c: &Card, apdu: &[u8]| {
+        let mut buf = [0u8; request::MAX_LEN];
+        c.pending_sign_request(apdu, &mut buf).map(<[u8]>::to_vec)
+    };
+    // Not selected: the card would not hand it to the token.
+    assert_eq!(look(&c, &apdu(0, ins::SIGN, p1, p2, tail, None)), None);
+    // Open channel 1 and select the token there.
+    let (ch, status) = exchange(&mut c, &[0x00, 0x70, 0x00, 0x00, 0x01]);
+    assert_eq!((ch.as_slice(), status), (&[1u8][..], Status::Success));
+    let select = [&[0x01, 0xA4, 0x04, 0x00, AID.len() as u8][..], &AID].concat();
+    assert_eq!(exchange(&mut c, &select).1, Status::Success);
+    exchange(&mut c, &apdu(0x01, ins::VERIFY_PIN, 0, PIN_REF, &PIN, None));
+    let (pk, _) = exchange(&mut c, &apdu(0x01, ins::GENERATE_KEY, 0, 0, &[], None));
+    assert_eq!(
+        exchange(&mut c, &apdu(0x11, ins::SIGN, p1, p2, head, None)).1,
+        Status::Success
+    );
+    let last = apdu(0x81, ins::SIGN, p1, p2, tail, None);
+    assert_eq!(look(&c, &apdu(0x00, ins::SIGN, p1, p2, tail, None)), None);
+    assert_eq!(look(&c, &apdu(0x11, ins::SIGN, p1, p2, tail, None)), None);
+    assert_eq!(
+        look(&c, &apdu(0x81, ins::SIGN, 0x9E, 0x9A, tail, None)),
+        None
+    );
+    assert_eq!(look(&c, &last).as_deref(), Some(&good[..]));
+    let (der, status) = exchange(&mut c, &last);
+    assert_eq!(status, Status::Success);
+    VerifyingKey::from_sec1_bytes(&pk)
+        .unwrap()
+        .verify(&good, &DerSignature::try_from(der.as_slice()).unwrap())
+        .unwrap();
+}
+
+/// A step of a conversation with the token about signature requests.
+#[derive(Clone, Debug)]
+enum Step {
+    /// A SIGN REQUEST block: this slice of the request (or garbage), chained or last.
+    Block {
+        from: usize,
+        to: usize,
+        chained: bool,
+        flip: Option<usize>,
+    },
+    /// The whole request in two blocks cut here, one byte maybe flipped.
+    Whole {
+        cut: usize,
+        flip: Option<usize>,
+    },
+    Info,
+    PlainSign {
+        chained: bool,
+    },
+    Verify,
+    Reset,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0usize..900, 0usize..900, any::<bool>(), proptest::option::weighted(0.1, 0usize..900))
+            .prop_map(|(a, b, chained, flip)| Step::Block { from: a.min(b), to: a.max(b), chained, flip }),
+        3 => (1usize..890, proptest::option::weighted(0.3, 0usize..900))
+            .prop_map(|(cut, flip)| Step::Whole { cut, flip }),
+        1 => Just(Step::Info),
+        1 => any::<bool>().prop_map(|chained| Step::PlainSign { chained }),
+        1 => Just(Step::Verify),
+        1 => Just(Step::Reset),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Whatever the host sends, a SIGN REQUEST signature is over exactly the bytes
+    /// `pending_sign_request` showed just before, and those bytes decode; when it shows
+    /// nothing, or bytes that do not decode, nothing is signed.
+    #[test]
+    fn what_is_previewed_is_what_is_signed(steps in proptest::collection::vec(step(), 1..40)) {
+        let (mut t, mut sub) = ready();
+        let vk = verifying_key(&mut t, &mut sub);
+        let good = long_request();
+        let (p1, p2) = SIGN_REQUEST_P1P2;
+        let steps: Vec<Step> = steps
+            .into_iter()
+            .flat_map(|s| match s {
+                Step::Whole { cut, flip } => {
+                    let cut = cut.min(good.len() - 1);
+                    vec![
+                        Step::Block { from: 0, to: cut, chained: true, flip },
+                        Step::Block { from: cut, to: good.len(), chained: false, flip: None },
+                    ]
+                }
+                s => vec![s],
+            })
+            .collect();
+        for s in steps {
+            let cmd = match s {
+                Step::Block { from, to, chained, flip } => {
+                    let mut data = good[from.min(good.len())..to.min(good.len())].to_vec();
+                    if let Some(i) = flip && i < data.len() {
+                        data[i] ^= 0x20;
+                    }
+                    let cla = if chained { cla::CHAINING } else { 0 };
+                    if data.len() > 255 {
+                        extended(cla, ins::SIGN, p1, p2, &data)
+                    } else {
+                        apdu(cla, ins::SIGN, p1, p2, &data, Some(256))
+                    }
+                }
+                Step::Info => apdu(0, ins::GET_INFO, 0, 0, &[], None),
+                Step::PlainSign { chained } => {
+                    apdu(if chained { cla::CHAINING } else { 0 }, ins::SIGN, 0x9E, 0x9A, b"m", None)
+                }
+                Step::Verify => apdu(0, ins::VERIFY_PIN, 0, PIN_REF, &PIN, None),
+                Step::Reset => {
+                    t.reset();
+                    continue;
+                }
+                Step::Whole { .. } => unreachable!("expanded above"),
+            };
+            let shown = preview(&t, &cmd);
+            let parsed = Command::parse(&cmd).unwrap();
+            let (der, status) = run(&mut t, &mut sub, &cmd);
+            let is_last_request = parsed.ins == ins::SIGN
+                && (parsed.p1, parsed.p2) == SIGN_REQUEST_P1P2
+                && parsed.cla & cla::CHAINING == 0;
+            if is_last_request && status == Status::Success {
+                let shown = shown.as_deref().expect("signed without a preview");
+                prop_assert!(request::SignRequest::decode(shown).is_ok());
+                prop_assert!(vk.verify(shown, &DerSignature::try_from(der.as_slice()).unwrap()).is_ok());
+            }
+            if let Some(shown) = &shown {
+                prop_assert!(is_last_request);
+                let decodes = request::SignRequest::decode(shown).is_ok();
+                prop_assert_eq!(decodes, status == Status::Success, "{:?}", status);
+            }
+        }
+    }
+}
+
 // ----- through the card ---------------------------------------------------------------------------
 
 fn card() -> Card {
@@ -1127,7 +1481,8 @@ fn exchange(card: &mut Card, apdu: &[u8]) -> (Vec<u8>, Status) {
     let status = Status::from_u16(u16::from_be_bytes([resp[n - 2], resp[n - 1]]));
     match status {
         Status::BytesAvailable(x) => {
-            let n = card.process(&[0x00, 0xC0, 0, 0, x], &mut resp);
+            // On the command's own logical channel.
+            let n = card.process(&[apdu[0] & 0x03, 0xC0, 0, 0, x], &mut resp);
             let status = Status::from_u16(u16::from_be_bytes([resp[n - 2], resp[n - 1]]));
             (resp[..n - 2].to_vec(), status)
         }
@@ -1268,6 +1623,7 @@ fn token_command() -> impl Strategy<Value = Vec<u8>> {
         Just(0x80),
         Just(0x9E),
         Just(0x9A),
+        Just(0x9C),
         any::<u8>()
     ];
     let data = prop_oneof![
@@ -1276,6 +1632,8 @@ fn token_command() -> impl Strategy<Value = Vec<u8>> {
         Just(PIN.to_vec()),
         Just(gsm_begin_data(h(GSM_M1))),
         Just([hv(GSM_M3), hv(VEC_CERT)].concat()),
+        Just(sample_request("Flowers for Ada")),
+        Just(long_request()),
     ];
     (
         cla,

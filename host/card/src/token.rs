@@ -15,6 +15,8 @@ use simlab_applet::{Command, Status};
 
 use bootstrap::{BeginRequest, BeginResponse, MAC_LEN, PK_LEN};
 pub use simlab_applet::token::bootstrap;
+/// Seed 002's signature request, with the decoder the token runs.
+pub use simlab_applet::token::request;
 
 /// The SubjectPublicKeyInfo DER of a P-256 key up to its BIT STRING contents: SEQUENCE {
 /// SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (0 unused bits) } (RFC 5480).
@@ -264,6 +266,30 @@ impl TokenSession {
         }
     }
 
+    /// SIGN REQUEST (`docs/token-apdus.md`): `request` must be a seed-002
+    /// simlab-sign-request-v1 ([`request`]), which the card decodes itself before it signs —
+    /// anything it cannot decode is refused (6A80) and nothing is signed. The signature is
+    /// the DER ECDSA P-256 signature over SHA-256 of exactly `request`, the one [`Self::sign`]
+    /// would give over the same bytes. Sent by command chaining beyond 255 bytes, with the
+    /// same one-extended-APDU fallback as `sign`; the PIN must be verified.
+    pub fn sign_request(&mut self, request: &[u8]) -> Result<Vec<u8>> {
+        if request.is_empty() {
+            return Err(Error::arg("--request", "nothing to sign"));
+        }
+        let (p1, p2) = applet::SIGN_REQUEST_P1P2;
+        let reply = self.send_long(ins::SIGN, p1, p2, request)?;
+        if reply.status != Status::Success {
+            return Err(refusal("SIGN REQUEST", reply.status));
+        }
+        match reply.data.first() {
+            Some(0x30) => Ok(reply.data),
+            _ => Err(Error::Malformed {
+                what: "signature",
+                reason: "not a DER SEQUENCE".into(),
+            }),
+        }
+    }
+
     /// BOOTSTRAP BEGIN (message 240 in, 250 out; the PIN must be verified). The card runs
     /// A3/A8 or AKA itself, checks M1 and only then releases SRES/RES, PK and M2. A wrong M1
     /// is an error (the gateway is not genuine) and the card released nothing.
@@ -368,6 +394,14 @@ pub fn refusal(command: &'static str, status: Status) -> Error {
         }
         s if s == applet::sw::NOT_ENOUGH_MEMORY => {
             "the certificate is longer than the token stores"
+        }
+        Status::IncorrectData if command == "SIGN REQUEST" => {
+            "the token could not decode the request (not a simlab-sign-request-v1, or its \
+             correlator is not the code of its content): nothing was signed"
+        }
+        Status::WrongLength if command == "SIGN REQUEST" => {
+            "the request is longer than a simlab-sign-request-v1 can be (894 bytes): nothing \
+             was signed"
         }
         Status::ConditionsNotSatisfied if command == "BOOTSTRAP FINISH" => {
             "no bootstrap session: BOOTSTRAP BEGIN must succeed first, in the same session"

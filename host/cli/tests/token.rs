@@ -11,6 +11,7 @@ use simlab_card::auc;
 use simlab_card::error::Error;
 use simlab_card::profile::Profile;
 use simlab_card::token::bootstrap::{self, BeginRequest};
+use simlab_card::token::request;
 use simlab_card::token::{BootstrapOutcome, PinOutcome, PublicKey, TokenSession};
 use simlab_card::transport::inproc::InProcess;
 use simlab_card::transport::{Link, Transport, TransportError};
@@ -193,6 +194,234 @@ fn cli_signatures_verify_with_openssl_across_runs() {
     assert_eq!(json(&o)["tries_left"], 2);
     let o = run(&["token", "info"]);
     assert_eq!(json(&o)["pin_tries_left"], 2);
+}
+
+// ----- SIGN REQUEST (seed 002) --------------------------------------------------------------------
+
+/// A seed-002 signature request, encoded with the decoder's own encoder.
+fn sign_request_bytes(summary: &str) -> Vec<u8> {
+    let r = request::SignRequest {
+        server_id: "sign.example",
+        tx_id: [0x17; 16],
+        user_id: "ada",
+        amount: 4250,
+        currency: *b"EUR",
+        summary,
+        content_hash: [0x33; 32],
+        correlator: [0; request::CORRELATOR_LEN],
+        issued_at: 1_800_000_000,
+        expires_at: 1_800_000_300,
+    };
+    let mut buf = [0u8; request::MAX_LEN];
+    let n = r.encode(&mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+#[test]
+fn sign_request_signatures_verify_with_openssl_and_refusals_are_typed() {
+    let dir = temp_dir("sign-request");
+    let mut token = session(MILENAGE, 5);
+    let short = sign_request_bytes("Flowers for Ada");
+    assert!(matches!(
+        token.sign_request(&short),
+        Err(Error::Refused {
+            status: simlab_applet::Status::ReferenceNotFound,
+            ..
+        })
+    ));
+    assert_eq!(token.verify_pin(&PIN).unwrap(), PinOutcome::Verified);
+    let key = token.generate_key(false).unwrap();
+    let long = sign_request_bytes(&"€".repeat(request::SUMMARY_MAX_CHARS));
+    assert!(long.len() > 255, "goes by chaining");
+    for req in [&short, &long] {
+        let signature = token.sign_request(req).unwrap();
+        assert!(openssl_verifies(&dir, &key, req, &signature));
+        assert_eq!(signature, token.sign(req).unwrap(), "what SIGN gives");
+    }
+    let mut tampered = short.clone();
+    let amount_at = short
+        .windows(8)
+        .position(|w| w == 4250u64.to_be_bytes())
+        .unwrap();
+    tampered[amount_at + 7] ^= 1;
+    for bad in [b"not a request".to_vec(), tampered] {
+        match token.sign_request(&bad) {
+            Err(e @ Error::Refused { .. }) => {
+                assert!(e.to_string().contains("could not decode"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(
+        token.sign_request(&vec![0; request::MAX_LEN + 1]),
+        Err(Error::Refused {
+            status: simlab_applet::Status::WrongLength,
+            ..
+        })
+    ));
+    // Re-selecting the token ends its session: the PIN is no longer verified.
+    let select =
+        simlab_applet::Command::new(0x00, 0xA4, 0x04, 0x0C).with_data(&simlab_applet::token::AID);
+    token.link().transmit(&select).unwrap();
+    match token.sign_request(&short) {
+        Err(e @ Error::Refused { .. }) => assert!(e.to_string().contains("PIN"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn cli_sign_request_shows_the_fields_then_signs_and_refuses_garbage_with_exit_2() {
+    let dir = temp_dir("cli-sign-request");
+    let state = dir.join("card.state");
+    let state = state.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--emulate", MILENAGE];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--state", state]);
+        simlab(&all)
+    };
+    let o = run(&["--json", "token", "keygen", "--pin", "0000"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let pem = json(&o)["public_key_pem"].as_str().unwrap().to_string();
+    std::fs::write(dir.join("pub.pem"), &pem).unwrap();
+    let req = sign_request_bytes(&"€".repeat(request::SUMMARY_MAX_CHARS));
+    let req_file = dir.join("req.bin");
+    std::fs::write(&req_file, &req).unwrap();
+    let req_path = req_file.to_str().unwrap();
+    let correlator = request::SignRequest::decode(&req)
+        .unwrap()
+        .correlator_str()
+        .to_string();
+
+    let sig_out = dir.join("out.der");
+    let o = run(&[
+        "token",
+        "sign",
+        "--request",
+        req_path,
+        "--pin",
+        "0000",
+        "--out",
+        sig_out.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out} {err}");
+    for line in [
+        "server:     sign.example",
+        "user:       ada",
+        "amount:     42.50 EUR",
+        &format!("correlator: {correlator}"),
+        "expires:    2027-01-15T08:05:00Z",
+    ] {
+        assert!(out.contains(line), "{out:?} lacks {line:?}");
+    }
+    assert!(out.find("amount:").unwrap() < out.find("signature:").unwrap());
+    assert!(
+        !out.contains("0000") && !err.contains("0000"),
+        "the PIN never shows"
+    );
+
+    let o = run(&[
+        "--json",
+        "token",
+        "sign",
+        "--request",
+        req_path,
+        "--pin",
+        "0000",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v = json(&o);
+    assert_eq!(v["amount"], 4250);
+    assert_eq!(v["currency"], "EUR");
+    assert_eq!(v["amount_text"], "42.50 EUR");
+    assert_eq!(v["user_id"], "ada");
+    assert_eq!(v["server_id"], "sign.example");
+    assert_eq!(v["correlator"], correlator.as_str());
+    assert_eq!(v["expires_at"], 1_800_000_300u64);
+    assert_eq!(v["request_len"], req.len());
+    std::fs::write(
+        dir.join("sig.der"),
+        unhex(v["signature_der"].as_str().unwrap()),
+    )
+    .unwrap();
+    let verify = |data: &str| {
+        openssl(
+            &[
+                "dgst",
+                "-sha256",
+                "-verify",
+                "pub.pem",
+                "-signature",
+                "sig.der",
+                data,
+            ],
+            &dir,
+        )
+        .status
+        .success()
+    };
+    assert!(verify("req.bin"));
+    assert_eq!(
+        std::fs::read(&sig_out).unwrap(),
+        unhex(v["signature_der"].as_str().unwrap()),
+        "RFC 6979: the --out file of the first run is the same signature"
+    );
+
+    // Not a request: exit 2 with the decoder's reason, before the card is asked (a wrong PIN
+    // would otherwise have spent a try).
+    let garbage = dir.join("garbage.bin");
+    std::fs::write(&garbage, b"simlab-sign-request-v0 garbage").unwrap();
+    let mut tampered = req.clone();
+    let amount_at = req
+        .windows(8)
+        .position(|w| w == 4250u64.to_be_bytes())
+        .unwrap();
+    tampered[amount_at + 7] ^= 1;
+    let tampered_file = dir.join("tampered.bin");
+    std::fs::write(&tampered_file, &tampered).unwrap();
+    for (file, reason) in [
+        (&garbage, "truncated"),
+        (
+            &tampered_file,
+            "the correlator is not the code of the request's content",
+        ),
+    ] {
+        let o = run(&[
+            "token",
+            "sign",
+            "--request",
+            file.to_str().unwrap(),
+            "--pin",
+            "9999",
+        ]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{out} {err}");
+        assert!(err.contains("--request") && err.contains(reason), "{err}");
+        assert!(out.is_empty(), "{out}");
+    }
+    let o = run(&["--json", "token", "info"]);
+    assert_eq!(json(&o)["pin_tries_left"], 3, "nothing reached the card");
+    let o = run(&[
+        "token",
+        "sign",
+        "--request",
+        "/nonexistent/req.bin",
+        "--pin",
+        "0000",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let o = run(&[
+        "token",
+        "sign",
+        "--request",
+        req_path,
+        "--data",
+        "00",
+        "--pin",
+        "0000",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "--data and --request conflict");
 }
 
 // ----- the CLI's answers --------------------------------------------------------------------------

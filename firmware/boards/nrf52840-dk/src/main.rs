@@ -189,6 +189,9 @@ fn main() -> ! {
         led: port0.p0_13.into_push_pull_output(Level::High),
         delay: hal::Delay::new(core.SYST),
         counter: Cycles { last: 0, high: 0 },
+        // No display on the DK: SIGN REQUEST waits for button 1 as SIGN does, and the person
+        // relies on the host's screen for what it says.
+        console: simlab_firmware::NoConsole,
     };
     match Firmware::new(parts, BOARD) {
         Ok(mut fw) => fw.run(),

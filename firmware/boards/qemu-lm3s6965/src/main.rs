@@ -6,6 +6,8 @@
 //! - Card state: a host file through semihosting (`flash=PATH`), so it survives a restart.
 //! - User presence: simulated — a button pressed shortly after each request, or never
 //!   (`presence=never`, to test the refusal).
+//! - Console: what a SIGN REQUEST signs is shown on the semihosting output (QEMU's stderr),
+//!   one `simlab-token: <line>` per line, before the (simulated) button is waited for.
 //! - RNG: xorshift seeded from a compiled-in constant, the host's time and `seed=HEX`; NOT
 //!   random, never a real token's.
 //! - Benchmarks: SysTick as QEMU virtual-clock nanoseconds = instructions under
@@ -25,7 +27,7 @@ use simlab_applet::state::STATE_LEN;
 use simlab_firmware::link::flags;
 use simlab_firmware::store::Store;
 use simlab_firmware::testkit::ScriptedButton;
-use simlab_firmware::{BoardConfig, Firmware, Lifecycle, Parts};
+use simlab_firmware::{BoardConfig, Console, Firmware, Lifecycle, Parts};
 
 /// The region for two state slots in 1 KiB pages.
 const REGION: usize = Store::<flash::BoardFlash<0>>::region_for(STATE_LEN);
@@ -95,6 +97,16 @@ impl embedded_hal::digital::OutputPin for NoLed {
     }
 }
 
+/// The console of a board without a display: semihosting output, which QEMU writes to its
+/// stderr.
+struct SemihostingConsole;
+
+impl Console for SemihostingConsole {
+    fn show(&mut self, line: &str) {
+        heprintln!("simlab-token: {}", line);
+    }
+}
+
 fn parse_hex_u64(s: &str) -> Option<u64> {
     u64::from_str_radix(s, 16).ok()
 }
@@ -138,6 +150,7 @@ fn main() -> ! {
         led: NoLed,
         delay: clock,
         counter: hw::VirtualNanos(clock),
+        console: SemihostingConsole,
     };
     let mut fw = match Firmware::new(parts, BOARD) {
         Ok(fw) => fw,

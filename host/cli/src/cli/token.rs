@@ -9,6 +9,7 @@ use serde_json::json;
 use simlab_applet::chv::PIN_LEN;
 use simlab_card::error::{Error, Result};
 use simlab_card::hex;
+use simlab_card::token::request::SignRequest;
 use simlab_card::token::{PinOutcome, TokenSession};
 use std::path::PathBuf;
 
@@ -46,11 +47,29 @@ Example:
 The card hashes the data itself (it signs what it is shown); data longer than 255 bytes goes by
 command chaining. Check a signature with:
   simlab … token pubkey > pub.pem
-  openssl dgst -sha256 -verify pub.pem -signature sig.der data.bin")]
+  openssl dgst -sha256 -verify pub.pem -signature sig.der data.bin
+
+--request FILE signs a seed-002 signature request (simlab-sign-request-v1, the bytes a sign
+server prepares) with SIGN REQUEST: simlab decodes the file first, with the decoder the token
+runs, and prints what it says — server, user, amount, summary, correlator (compare it with the
+one on the PC's page), expiry — then the token decodes the same bytes again and signs them only
+if they are a request. A token with a console (the firmware) shows them too and waits for its
+button. A file that is not a request is refused (exit 2) before anything goes to the card. The
+signature is over exactly the file's bytes:
+  simlab … token sign --request req.bin --pin 0000 --out sig.der
+  openssl dgst -sha256 -verify pub.pem -signature sig.der req.bin")]
     Sign {
         /// The data to sign, in hex.
-        #[arg(long, value_name = "HEX")]
-        data: String,
+        #[arg(
+            long,
+            value_name = "HEX",
+            required_unless_present = "request",
+            conflicts_with = "request"
+        )]
+        data: Option<String>,
+        /// A simlab-sign-request-v1 file to show and sign (instead of --data).
+        #[arg(long, value_name = "FILE")]
+        request: Option<PathBuf>,
         /// The token PIN: 4-8 digits.
         #[arg(long, value_name = "PIN")]
         pin: String,
@@ -127,6 +146,56 @@ fn unlock(token: &mut TokenSession, pin: &[u8; PIN_LEN]) -> Result<()> {
     }
 }
 
+fn write_signature(path: &std::path::Path, signature: &[u8]) -> Result<()> {
+    std::fs::write(path, signature).map_err(|source| Error::Io {
+        context: format!("writing signature to {}", path.display()),
+        source,
+    })
+}
+
+/// Unix seconds as RFC 3339 UTC.
+fn utc(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = simlab_card::trace::civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// A request's display fields, one per line, as the person checks them.
+fn request_text(req: &SignRequest<'_>) -> String {
+    format!(
+        "server:     {}\nuser:       {}\namount:     {}\nsummary:    {}\ncorrelator: {}\nexpires:    {}\n",
+        req.server_id,
+        req.user_id,
+        req.amount_display(),
+        req.summary,
+        req.correlator_str(),
+        utc(req.expires_at),
+    )
+}
+
+/// The same fields for scripts: amounts in minor units, hex in lower case.
+fn request_json(req: &SignRequest<'_>) -> serde_json::Value {
+    json!({
+        "server_id": req.server_id,
+        "tx_id": hex::encode(&req.tx_id),
+        "user_id": req.user_id,
+        "amount": req.amount,
+        "currency": req.currency_str(),
+        "amount_text": req.amount_display().to_string(),
+        "summary": req.summary,
+        "content_hash": hex::encode(&req.content_hash),
+        "correlator": req.correlator_str(),
+        "issued_at": req.issued_at,
+        "expires_at": req.expires_at,
+        "expires_at_utc": utc(req.expires_at),
+    })
+}
+
 fn pin_error(outcome: PinOutcome) -> Error {
     Error::Mismatch {
         what: match outcome {
@@ -173,12 +242,50 @@ pub fn run(out: &Output, global: &Global, cmd: &TokenCommand) -> Result<i32> {
             Ok(0)
         }
         TokenCommand::Sign {
+            request: Some(path),
+            pin,
+            out: file,
+            ..
+        } => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                Error::arg("--request", format!("cannot read {}: {e}", path.display()))
+            })?;
+            let req = SignRequest::decode(&bytes).map_err(|e| {
+                Error::arg(
+                    "--request",
+                    format!("{} is not a simlab-sign-request-v1: {e}", path.display()),
+                )
+            })?;
+            let pin = super::card::pin_arg("--pin", pin)?;
+            if !out.json() {
+                // What is about to be signed, before the card is asked.
+                print!("{}", request_text(&req));
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            }
+            let mut token = open(out, global, cmd.state())?;
+            unlock(&mut token, &pin)?;
+            let signature = token.sign_request(&bytes)?;
+            let key = token.public_key()?;
+            if let Some(path) = file {
+                write_signature(path, &signature)?;
+            }
+            let mut value = request_json(&req);
+            value["signature_der"] = json!(hex::encode(&signature));
+            value["request_len"] = json!(bytes.len());
+            value["public_key_pem"] = json!(key.map(|k| k.to_pem()));
+            out.result(
+                &format!("signature:  {}\n", hex::encode(&signature)),
+                &value,
+            )?;
+            Ok(0)
+        }
+        TokenCommand::Sign {
             data,
             pin,
             out: file,
             ..
         } => {
-            let data = hex::decode("--data", data)?;
+            let data = hex::decode("--data", data.as_deref().unwrap_or_default())?;
             if data.is_empty() {
                 return Err(Error::arg("--data", "nothing to sign"));
             }
@@ -188,10 +295,7 @@ pub fn run(out: &Output, global: &Global, cmd: &TokenCommand) -> Result<i32> {
             let signature = token.sign(&data)?;
             let key = token.public_key()?;
             if let Some(path) = file {
-                std::fs::write(path, &signature).map_err(|source| Error::Io {
-                    context: format!("writing signature to {}", path.display()),
-                    source,
-                })?;
+                write_signature(path, &signature)?;
             }
             out.result(
                 &format!("{}\n", hex::encode(&signature)),
