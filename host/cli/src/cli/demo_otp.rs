@@ -593,12 +593,3 @@ pub fn chapter(out: &Output, first: usize) -> Result<Value> {
         "sms_sent": sms_count,
     }))
 }
-
-pub fn run(out: &Output) -> Result<i32> {
-    let v = chapter(out, 1)?;
-    if !out.json() {
-        println!("\nEverything checked.");
-    }
-    out.result("", &json!({ "otp": v }))?;
-    Ok(0)
-}

@@ -478,13 +478,3 @@ pub fn chapter(out: &Output, first: usize) -> Result<Value> {
         "home_not_found": stranger,
     }))
 }
-
-/// `simlab demo roaming`.
-pub fn run(out: &Output) -> Result<i32> {
-    let v = chapter(out, 1)?;
-    if !out.json() {
-        println!("\nEverything checked.");
-    }
-    out.result("", &json!({ "roaming": v }))?;
-    Ok(0)
-}

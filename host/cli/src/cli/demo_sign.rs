@@ -571,12 +571,3 @@ pub fn chapter(out: &Output, first: usize) -> Result<Value> {
         "aborted": tx3,
     }))
 }
-
-pub fn run(out: &Output) -> Result<i32> {
-    let v = chapter(out, 1)?;
-    if !out.json() {
-        println!("\nEverything checked.");
-    }
-    out.result("", &json!({ "sign": v }))?;
-    Ok(0)
-}

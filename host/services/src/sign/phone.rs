@@ -9,7 +9,6 @@
 
 use super::{SignRequest, TxState, hex, unhex};
 use crate::http::client::{self, ClientError, Url};
-use crate::otp::format_amount;
 use crate::roaming::keys::verify_by_certificate;
 use serde_json::{Value, json};
 use simlab_applet::chv::PIN_LEN;
@@ -66,7 +65,7 @@ impl Shown {
             user_id: r.user_id.to_string(),
             amount: r.amount,
             currency: r.currency_str().to_string(),
-            amount_text: format_amount(r.amount, r.currency_str()),
+            amount_text: r.amount_display().to_string(),
             summary: r.summary.to_string(),
             correlator: r.correlator_str().to_string(),
             expires_at: r.expires_at,
@@ -193,8 +192,10 @@ pub fn handle(
             });
         }
     }
-    // 214: exactly the bytes that were shown.
-    let signature = token.sign(&bytes)?;
+    // 214: exactly the bytes that were shown, sent as SIGN REQUEST so that the token decodes
+    // them again itself (a firmware token also shows them on its own display before it waits
+    // for the button).
+    let signature = token.sign_request(&bytes)?;
     let state = post("signature", json!({"signature": hex(&signature)}))?;
     Ok(Outcome {
         shown,

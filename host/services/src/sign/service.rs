@@ -663,11 +663,18 @@ impl Signing {
         };
         let mut request = request.clone();
         if self.config.fault == Some(Fault::AmountInTransit) {
-            // The amount's last byte: label, server id, tx id, user id, then the amount.
-            let at =
-                2 + 22 + 2 + self.config.server_id.len() + 2 + 16 + 2 + tx.user_id.len() + 2 + 7;
-            if let Some(b) = request.get_mut(at) {
-                *b ^= 0x01;
+            // A well-formed request with its own correlator and one cent more: only the
+            // countersignature, which is kept, can tell.
+            let mut buf = [0u8; MAX_LEN];
+            let forged = SignRequest::decode(&request)
+                .ok()
+                .map(|r| SignRequest {
+                    amount: r.amount + 1,
+                    ..r
+                })
+                .and_then(|r| r.encode(&mut buf).ok());
+            if let Some(n) = forged {
+                request = buf[..n].to_vec();
             }
         }
         Ok(Response::ok(&json!({
