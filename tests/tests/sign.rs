@@ -1234,3 +1234,148 @@ fn chromium_logs_in_prepares_approves_and_sees_completed() {
         assert!(png.starts_with(b"\x89PNG"), "{name}");
     }
 }
+
+/// The phone's token is the simlab-firmware token under QEMU (a `simlab lab run --token` bench,
+/// its simulated button pressed by itself): keygen on the MCU, enrolled from it over the serial
+/// link, and `sign approve --serial "$SIMLAB_SERIAL"` signs there. The token's console (QEMU's
+/// log in the bench's state directory) shows the request's fields before it signs; openssl
+/// checks the signature with the key the directory now holds, the firmware's.
+#[test]
+fn the_phones_token_on_the_firmware_under_qemu_signs() {
+    if !require("qemu-system-arm") {
+        return;
+    }
+    // The board image, built as CI's firmware step builds it (a no-op when it is current).
+    let board = simlab_hil::workspace_root().join("firmware/boards/qemu-lm3s6965");
+    let built = Command::new("cargo")
+        .args(["build", "--quiet", "--release"])
+        .current_dir(&board)
+        .status()
+        .unwrap();
+    assert!(built.success(), "building the QEMU board");
+    let elf = simlab_hil::workspace_root()
+        .join("target/firmware/thumbv7m-none-eabi/release/simlab-token-qemu");
+    let w = World::start("qemu", Options::default());
+    let directory_key = |w: &World| {
+        let o = simlab(&["sign", "directory", "list", "--db", &w.db(), "--json"]);
+        ok(&o);
+        simlab_hil::json(&o)
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["user"] == "u1")
+            .and_then(|r| r["public_key"].as_str())
+            .map(str::to_string)
+    };
+    let emulated_key = directory_key(&w).expect("u1 enrolled with the emulated token");
+    let lab = w.dir.join("lab");
+    let tx_file = w.dir.join("tx");
+    let bin = s(simlab_bin()).to_string();
+    let script = format!(
+        "set -e\n\
+         {bin} --serial \"$SIMLAB_SERIAL\" token keygen --pin {PIN} >/dev/null\n\
+         {bin} --serial \"$SIMLAB_SERIAL\" sign enroll --db {db} --user u1 --phone {U1_PHONE} \
+           --password-file {pw} --from-token --replace >/dev/null\n\
+         touch {enrolled}\n\
+         while [ ! -s {tx} ]; do sleep 0.1; done\n\
+         exec {bin} --serial \"$SIMLAB_SERIAL\" sign approve --server {url} --ca {ca} \
+           --server-cert {cert} --tx $(cat {tx}) --pin {PIN} --json",
+        db = w.db,
+        pw = s(&w.dir.join("pw")),
+        enrolled = s(&w.dir.join("enrolled")),
+        tx = s(&tx_file),
+        url = w.url,
+        ca = s(&w.dir.join("ca").join("ca.pem")),
+        cert = s(&w.dir.join("tls").join("cert.pem")),
+    );
+    let out = std::fs::File::create(w.dir.join("lab.out")).unwrap();
+    let err = std::fs::File::create(w.dir.join("lab.err")).unwrap();
+    let mut cmd = Command::new(simlab_bin());
+    cmd.args([
+        "lab",
+        "run",
+        "--state",
+        s(&lab),
+        "--token",
+        s(&elf),
+        "--token-profile",
+        PHONE,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .current_dir(simlab_hil::workspace_root())
+    .stdout(Stdio::from(out))
+    .stderr(Stdio::from(err));
+    let mut bench = Process::spawn("lab run", &mut cmd);
+    let bench_log = |w: &World| {
+        format!(
+            "{}\n{}",
+            std::fs::read_to_string(w.dir.join("lab.err")).unwrap_or_default(),
+            std::fs::read_to_string(lab.join("token.log")).unwrap_or_default()
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !w.dir.join("enrolled").exists() {
+        assert!(
+            bench.try_wait().is_none() && Instant::now() < deadline,
+            "the bench did not enroll the firmware token: {}",
+            bench_log(&w)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let firmware_key = directory_key(&w).expect("u1 enrolled with the firmware token");
+    assert_ne!(
+        firmware_key, emulated_key,
+        "the directory holds the firmware's key"
+    );
+    let pc = w.pc("u1");
+    let tx = pc.prepare("42.50", "Flowers for Ada", "");
+    assert_eq!(pc.approve(&tx).status, 303);
+    let correlator = pc
+        .get(&format!("/transactions/{tx}"))
+        .id("correlator")
+        .expect("the PC shows the correlator");
+    std::fs::write(&tx_file, &tx).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = bench.try_wait() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the firmware token never finished: {}",
+            bench_log(&w)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = std::fs::read_to_string(w.dir.join("lab.out")).unwrap_or_default();
+    assert!(status.success(), "{stdout}\n{}", bench_log(&w));
+    assert!(stdout.contains("\"completed\""), "{stdout}");
+    wait_for_state(&pc, &tx, "completed");
+    let t = w.tx_json(&tx);
+    let request = unhex(t["request"].as_str().unwrap());
+    let signature = unhex(t["signature"].as_str().unwrap());
+    assert!(openssl_verifies(&w, "u1", &request, &signature));
+    // The token showed what it signed on its console before it signed.
+    let console = std::fs::read_to_string(lab.join("token.log")).unwrap_or_default();
+    let expected = [
+        "simlab-token: sign request from sign.example".to_string(),
+        "simlab-token: amount:     42.50 EUR".into(),
+        "simlab-token: summary:    Flowers for Ada".into(),
+        "simlab-token: user:       u1".into(),
+        format!("simlab-token: correlator: {correlator}"),
+        "simlab-token: press the button to sign".into(),
+    ];
+    let lines: Vec<&str> = console.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == expected[0])
+        .unwrap_or_else(|| panic!("the console shows no request:\n{console}"));
+    assert_eq!(
+        lines[at..(at + expected.len()).min(lines.len())],
+        expected.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        "{console}"
+    );
+}
