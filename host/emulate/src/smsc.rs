@@ -202,13 +202,15 @@ pub enum SmscEvent {
     Warning(String),
 }
 
+type Scheduled = (Instant, u64, String, NetworkDelivery, SmscEvent);
+
 /// The routing decisions, without threads or clocks: submit at `now`, collect what is due.
 pub struct Router {
     config: Config,
     /// Messages to each number so far (for `--drop`).
     counts: HashMap<String, u32>,
-    /// Scheduled: (when, sequence for a stable order, to whom, what).
-    queue: Vec<(Instant, u64, String, NetworkDelivery)>,
+    /// Scheduled: (when, sequence for a stable order, to whom, what, the event it makes).
+    queue: Vec<Scheduled>,
     sequence: u64,
 }
 
@@ -254,9 +256,9 @@ impl Router {
         self.known(&to).then_some(to)
     }
 
-    fn schedule(&mut self, at: Instant, to: String, what: NetworkDelivery) {
+    fn schedule(&mut self, at: Instant, to: String, what: NetworkDelivery, event: SmscEvent) {
         self.sequence += 1;
-        self.queue.push((at, self.sequence, to, what));
+        self.queue.push((at, self.sequence, to, what, event));
     }
 
     fn report(
@@ -286,21 +288,19 @@ impl Router {
             user_data: None,
         };
         match report.encode(Some(&self.config.smsc)) {
-            Ok(p) => {
-                events(SmscEvent::Reported {
+            Ok(p) => self.schedule(
+                at,
+                from.to_string(),
+                NetworkDelivery::Report {
+                    pdu: p.as_bytes().to_vec(),
+                    mr,
+                },
+                SmscEvent::Reported {
                     to: from.to_string(),
                     mr,
                     status,
-                });
-                self.schedule(
-                    at,
-                    from.to_string(),
-                    NetworkDelivery::Report {
-                        pdu: p.as_bytes().to_vec(),
-                        mr,
-                    },
-                );
-            }
+                },
+            ),
             Err(e) => events(SmscEvent::Warning(format!(
                 "status report for mr {mr}: {e}"
             ))),
@@ -377,19 +377,19 @@ impl Router {
         d.status_report_indication = submit.status_report_request;
         match d.encode(Some(&self.config.smsc)) {
             Ok(p) => {
-                events(SmscEvent::Delivered {
-                    from: from.to_string(),
-                    to: dest.clone(),
-                    mr,
-                    pid,
-                    length,
-                });
                 self.schedule(
                     at,
-                    dest,
+                    dest.clone(),
                     NetworkDelivery::Deliver {
                         pdu: p.as_bytes().to_vec(),
                         from: from.to_string(),
+                    },
+                    SmscEvent::Delivered {
+                        from: from.to_string(),
+                        to: dest,
+                        mr,
+                        pid,
+                        length,
                     },
                 );
                 self.report(at, from, mr, submit, STATUS_DELIVERED, events);
@@ -398,8 +398,13 @@ impl Router {
         }
     }
 
-    /// What is due at `now`, oldest first, with the number of the modem it is for.
-    pub fn due(&mut self, now: Instant) -> Vec<(String, NetworkDelivery)> {
+    /// What is due at `now`, oldest first, with the number of the modem it is for; reports
+    /// each as [`SmscEvent::Delivered`] or [`SmscEvent::Reported`].
+    pub fn due(
+        &mut self,
+        now: Instant,
+        events: &mut dyn FnMut(SmscEvent),
+    ) -> Vec<(String, NetworkDelivery)> {
         let mut due: Vec<_> = Vec::new();
         let mut later = Vec::new();
         for item in std::mem::take(&mut self.queue) {
@@ -410,8 +415,13 @@ impl Router {
             }
         }
         self.queue = later;
-        due.sort_by_key(|(at, seq, _, _)| (*at, *seq));
-        due.into_iter().map(|(_, _, to, d)| (to, d)).collect()
+        due.sort_by_key(|(at, seq, ..)| (*at, *seq));
+        due.into_iter()
+            .map(|(_, _, to, d, event)| {
+                events(event);
+                (to, d)
+            })
+            .collect()
     }
 
     /// When the next scheduled delivery is due.
@@ -511,7 +521,7 @@ fn run(mut router: Router, rx: Receiver<Command>, events: &mut dyn FnMut(SmscEve
             Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {}
         }
-        for (to, d) in router.due(Instant::now()) {
+        for (to, d) in router.due(Instant::now(), events) {
             match modems.get(&to) {
                 Some(tx) => {
                     let _ = tx.send(d);
@@ -625,7 +635,8 @@ mod tests {
         let now = Instant::now();
         let mut events = Vec::new();
         r.submit(A, 7, &submit(B, 0, true), now, &mut |e| events.push(e));
-        let due = r.due(now);
+        assert_eq!(events.len(), 1, "delivered only when due: {events:?}");
+        let due = r.due(now, &mut |e| events.push(e));
         assert_eq!(due.len(), 2);
         assert_eq!(due[0].0, B);
         let d = deliver_of(&due[0].1);
@@ -634,6 +645,14 @@ mod tests {
         assert_eq!(due[1].0, A);
         assert_eq!(status_of(&due[1].1), (7, STATUS_DELIVERED));
         assert!(matches!(events[1], SmscEvent::Delivered { mr: 7, .. }));
+        assert!(matches!(
+            events[2],
+            SmscEvent::Reported {
+                mr: 7,
+                status: STATUS_DELIVERED,
+                ..
+            }
+        ));
         // No event carries the body.
         assert!(!format!("{events:?}").contains("secret"));
     }
@@ -645,18 +664,18 @@ mod tests {
         // A is under +49171 only; B under +49171 and +491712: the longer one wins.
         r.submit(A, 1, &submit(C, 0xC1, false), now, &mut |_| {});
         r.submit(B, 2, &submit("+4912345", 0xC1, false), now, &mut |_| {});
-        let due = r.due(now);
+        let due = r.due(now, &mut |_| {});
         assert_eq!(due[0].0, NODE);
         assert_eq!(deliver_of(&due[0].1).protocol_identifier, 0xC1);
         assert_eq!(due[1].0, NODE2);
         // An ordinary PID goes by number; a sender under no prefix (C) by number too.
         r.submit(A, 3, &submit(C, 0, false), now, &mut |_| {});
         r.submit(C, 4, &submit(A, 0xC1, false), now, &mut |_| {});
-        let due = r.due(now);
+        let due = r.due(now, &mut |_| {});
         assert_eq!((due[0].0.as_str(), due[1].0.as_str()), (C, A));
         // The node's own service messages go by number, not back to itself.
         r.submit(NODE, 5, &submit(A, 0xC1, false), now, &mut |_| {});
-        assert_eq!(r.due(now)[0].0, A);
+        assert_eq!(r.due(now, &mut |_| {})[0].0, A);
     }
 
     #[test]
@@ -667,7 +686,7 @@ mod tests {
         r.submit(A, 9, &submit("+15550000", 0, true), now, &mut |e| {
             events.push(e)
         });
-        let due = r.due(now);
+        let due = r.due(now, &mut |_| {});
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].0, A);
         assert_eq!(status_of(&due[0].1), (9, STATUS_UNKNOWN_DESTINATION));
@@ -678,7 +697,7 @@ mod tests {
         );
         // Without SRR: nothing at all.
         r.submit(A, 10, &submit("+15550000", 0, false), now, &mut |_| {});
-        assert!(r.due(now).is_empty());
+        assert!(r.due(now, &mut |_| {}).is_empty());
     }
 
     #[test]
@@ -690,7 +709,7 @@ mod tests {
         for mr in 0..4 {
             r.submit(A, mr, &submit(B, 0, true), now, &mut |_| {});
         }
-        let due = r.due(now);
+        let due = r.due(now, &mut |_| {});
         let to_b: Vec<_> = due.iter().filter(|(n, _)| n == B).collect();
         assert_eq!(to_b.len(), 2);
         let reports: Vec<_> = due
@@ -717,12 +736,15 @@ mod tests {
         let now = Instant::now();
         r.submit(A, 1, &submit(B, 0, false), now, &mut |_| {});
         r.submit(A, 2, &submit(C, 0, false), now, &mut |_| {});
-        let due = r.due(now);
+        let due = r.due(now, &mut |_| {});
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].0, C);
         assert_eq!(r.next_due(), Some(now + Duration::from_millis(500)));
-        assert!(r.due(now + Duration::from_millis(499)).is_empty());
-        let due = r.due(now + Duration::from_millis(500));
+        assert!(
+            r.due(now + Duration::from_millis(499), &mut |_| {})
+                .is_empty()
+        );
+        let due = r.due(now + Duration::from_millis(500), &mut |_| {});
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].0, B);
     }
