@@ -1,8 +1,9 @@
 //! Emulators: the card model as a virtual card behind real pcscd (vpcd), and a virtual modem
-//! on a pty that passes AT+CSIM to it.
+//! on a pty that passes AT+CSIM to it, and the virtual SMS network between such modems.
 
 pub mod card;
 pub mod modem;
+pub mod smsc;
 pub mod vpcd;
 
 /// What a virtual-card front end (vpcd, and later others) needs from the card behind it.

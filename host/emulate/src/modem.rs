@@ -507,6 +507,29 @@ pub enum Event {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The network
+// ---------------------------------------------------------------------------------------------
+
+/// Where a modem's submitted messages go when it is attached to a network (the virtual SMSC,
+/// [`crate::smsc`]).
+pub trait Network: Send {
+    /// An accepted SUBMIT (TP-MR `mr`) from this modem.
+    fn submitted(&mut self, mr: u8, submit: &simlab_sms::Submit);
+    /// What the network delivers to this modem since the last call, in order.
+    fn poll(&mut self) -> Vec<NetworkDelivery>;
+}
+
+/// A PDU the network hands to a modem (service-centre prefix included), ready to store or
+/// announce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkDelivery {
+    /// An SMS-DELIVER from `from`.
+    Deliver { pdu: Vec<u8>, from: String },
+    /// An SMS-STATUS-REPORT about this modem's submission `mr`.
+    Report { pdu: Vec<u8>, mr: u8 },
+}
+
+// ---------------------------------------------------------------------------------------------
 // The modem
 // ---------------------------------------------------------------------------------------------
 
@@ -580,6 +603,8 @@ pub struct VirtualModem {
     booted: bool,
     chatter: usize,
     split: usize,
+    /// The network the modem is attached to; `None`: loopback and local status reports.
+    network: Option<Box<dyn Network>>,
 }
 
 /// How long after a SUBMIT the loopback DELIVER and the status report arrive.
@@ -627,12 +652,34 @@ impl VirtualModem {
             booted: false,
             chatter: 0,
             split: 0,
+            network: None,
             quirks,
             opts,
             card,
             trace,
             redactor: Default::default(),
             csim_secret_answers: Default::default(),
+        }
+    }
+
+    /// Attaches the modem to a network: from now on accepted SUBMITs go to `net` (no loopback,
+    /// no local status report) and what `net` delivers arrives as from the air.
+    pub fn attach(&mut self, net: Box<dyn Network>) {
+        self.network = Some(net);
+    }
+
+    /// What the attached network has for this modem, queued as incoming now.
+    fn poll_network(&mut self) {
+        let Some(net) = self.network.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        for d in net.poll() {
+            let p = match d {
+                NetworkDelivery::Deliver { pdu, from } => Pending::Deliver { pdu, from },
+                NetworkDelivery::Report { pdu, mr } => Pending::Report { pdu, mr },
+            };
+            self.pending.push((now, p));
         }
     }
 
@@ -692,6 +739,7 @@ impl VirtualModem {
                     Err(e) => return Err(e),
                 }
             }
+            self.poll_network();
             let now = Instant::now();
             if now >= next_inbox {
                 next_inbox = now + INBOX_PERIOD;
@@ -1829,6 +1877,16 @@ impl VirtualModem {
             to: to.clone(),
             spool,
         });
+        if let Some(net) = self.network.as_mut() {
+            // The network routes it and produces the status report.
+            net.submitted(mr, &submit);
+            if self.opts.faults.urc_mid {
+                outs.push(Out::Bytes(self.chatter_line()));
+            }
+            outs.extend(self.write_info(&[vec![format!("+CMGS: {mr}")]]));
+            outs.push(self.final_ok());
+            return outs;
+        }
         let now = Instant::now();
         let sc = Address::parse(&smsc).ok();
         let back = match self.opts.loopback {
@@ -2200,7 +2258,7 @@ fn now_civil() -> (i64, u32, u32, u64) {
 }
 
 /// The current UTC time as a TP-SCTS.
-fn now_timestamp() -> Timestamp {
+pub(crate) fn now_timestamp() -> Timestamp {
     let (y, m, d, s) = now_civil();
     Timestamp::new(
         (y.rem_euclid(100)) as u8,
@@ -2348,5 +2406,75 @@ mod tests {
             assert!(!text.contains(secret), "{secret} leaked:\n{text}");
         }
         assert!(text.contains("A0 A4 00 00 02 7F 20"), "{text}");
+    }
+
+    /// A network that keeps what it was given and delivers what the test queued.
+    struct Recorder {
+        submitted: Arc<Mutex<Vec<(u8, simlab_sms::Submit)>>>,
+        deliveries: Arc<Mutex<Vec<NetworkDelivery>>>,
+    }
+
+    impl Network for Recorder {
+        fn submitted(&mut self, mr: u8, submit: &simlab_sms::Submit) {
+            self.submitted.lock().unwrap().push((mr, submit.clone()));
+        }
+        fn poll(&mut self) -> Vec<NetworkDelivery> {
+            std::mem::take(&mut *self.deliveries.lock().unwrap())
+        }
+    }
+
+    #[test]
+    fn an_attached_modem_hands_submits_to_the_network_and_announces_its_deliveries() {
+        let mut m = modem(Options {
+            loopback: Loopback::All,
+            ..Options::default()
+        });
+        let submitted = Arc::new(Mutex::new(Vec::new()));
+        let deliveries = Arc::new(Mutex::new(Vec::new()));
+        m.attach(Box::new(Recorder {
+            submitted: submitted.clone(),
+            deliveries: deliveries.clone(),
+        }));
+        let to = Address::parse("+491710000001").unwrap();
+        let options = SubmitOptions {
+            status_report_request: true,
+            ..SubmitOptions::default()
+        };
+        let pdu = simlab_sms::encode_text(&to, "hello", &options)
+            .unwrap()
+            .remove(0);
+        let out = talk(
+            &mut m,
+            format!("ATE0\rAT+CMGF=0\rAT+CMGS={}\r", pdu.cmgs_length()).as_bytes(),
+        );
+        assert!(out.contains('>'), "{out}");
+        let out = talk(&mut m, format!("{}\x1a", pdu.to_hex()).as_bytes());
+        assert!(out.contains("+CMGS: 0"), "{out}");
+        {
+            let s = submitted.lock().unwrap();
+            assert_eq!(s.len(), 1);
+            assert_eq!((s[0].0, &s[0].1.destination), (0, &to));
+            assert!(s[0].1.status_report_request);
+        }
+        // Neither loopback nor a local report: the network does both.
+        assert!(m.pending.is_empty());
+        let from = Address::parse("+491710000002").unwrap();
+        let d = Deliver::new(from, now_timestamp(), simlab_sms::UserData::from_text("hi"));
+        let sc = Address::parse(DEFAULT_SMSC).unwrap();
+        deliveries.lock().unwrap().push(NetworkDelivery::Deliver {
+            pdu: d.encode(Some(&sc)).unwrap().as_bytes().to_vec(),
+            from: "+491710000002".into(),
+        });
+        m.poll_network();
+        let outs = m.due(Instant::now(), &mut |_| {});
+        let text: Vec<u8> = outs
+            .into_iter()
+            .flat_map(|o| match o {
+                Out::Bytes(b) => b,
+                _ => Vec::new(),
+            })
+            .collect();
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.contains("+CMTI: \"SM\",1"), "{text}");
     }
 }

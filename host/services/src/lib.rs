@@ -10,4 +10,5 @@ pub mod pki;
 pub mod roaming;
 pub mod router;
 pub mod sign;
+pub mod transfer;
 pub mod sql;

@@ -101,6 +101,16 @@ impl simlab_modem::backend::SmsBackend for Capture {
         Ok(receipt)
     }
 
+    fn send_data(
+        &mut self,
+        to: &simlab_sms::Address,
+        data: &[u8],
+        options: &simlab_modem::backend::SendOptions,
+    ) -> std::result::Result<simlab_modem::backend::Receipt, simlab_modem::backend::BackendError>
+    {
+        self.null.send_data(to, data, options)
+    }
+
     fn incoming(
         &mut self,
     ) -> std::result::Result<

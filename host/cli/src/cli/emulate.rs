@@ -10,6 +10,10 @@ use simlab_emulate::vpcd::{self, Event, VpcdOptions};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+// Kept beside emulate_modem.rs, whose modems it runs; declared here so `cli/mod.rs` needs no line.
+#[path = "emulate_smsc.rs"]
+mod emulate_smsc;
+
 #[derive(Subcommand, Debug)]
 pub enum EmulateCommand {
     /// The card model as a virtual card in a vpcd reader of the real pcscd.
@@ -46,6 +50,9 @@ Example:
     },
     /// A virtual modem on a pty, answering AT commands (and AT+CSIM from the card model).
     Modem(super::emulate_modem::EmulateModemArgs),
+    /// A virtual SMS network: several virtual modems (phones, operators' service nodes) in one
+    /// process, routing by number and by TP-PID.
+    Smsc(emulate_smsc::EmulateSmscArgs),
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -53,6 +60,7 @@ static STOP: AtomicBool = AtomicBool::new(false);
 pub fn run(out: &Output, global: &Global, cmd: &EmulateCommand) -> Result<i32> {
     match cmd {
         EmulateCommand::Modem(args) => super::emulate_modem::run(out, global, args),
+        EmulateCommand::Smsc(args) => emulate_smsc::run(out, global, args),
         EmulateCommand::Card {
             profile,
             vpcd: addr,

@@ -156,7 +156,7 @@ pub fn run(_out: &Output, global: &Global, args: &EmulateModemArgs) -> Result<i3
 }
 
 /// A progress line for an event; routine ones only with `-v`.
-fn describe(event: &Event, verbose: bool) -> Option<String> {
+pub(super) fn describe(event: &Event, verbose: bool) -> Option<String> {
     Some(match event {
         Event::Connected => "client connected".into(),
         Event::Disconnected => "client disconnected".into(),

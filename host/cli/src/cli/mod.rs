@@ -16,6 +16,7 @@ mod lab;
 mod mec;
 mod modem;
 mod ms;
+mod operator;
 mod otp;
 #[cfg(feature = "bench")]
 mod otp_bench;
@@ -31,6 +32,7 @@ mod sign;
 mod sign_bench;
 mod sms;
 mod token;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
@@ -230,6 +232,12 @@ enum Command {
     /// site, the directory, and the phone that approves.
     #[command(subcommand)]
     Sign(sign::SignCommand),
+    /// Transfers between operators (seed 003): one operator's server and its store.
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
+    /// The phones of seed 003: order a transfer by SMS, read offers, accept or refuse them.
+    #[command(subcommand)]
+    Transfer(transfer::TransferCommand),
     /// Tell the simlab story end to end on emulated hardware.
     Demo(demo::DemoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
@@ -303,6 +311,7 @@ pub fn main() -> i32 {
                     | mec::MecCommand::Fi(mec::FiCommand::Serve { .. })
             )
             | Command::Sign(sign::SignCommand::Serve(_) | sign::SignCommand::Watch(_))
+            | Command::Operator(operator::OperatorCommand::Serve(_))
             | Command::Emulate(_)
     );
     init_logs(&cli.global, service);
@@ -328,6 +337,8 @@ pub fn main() -> i32 {
         Command::Mec(cmd) => mec::run(&out, &cli.global, &cmd),
         Command::Roam(cmd) => roam::run(&out, &cli.global, &cmd),
         Command::Sign(cmd) => sign::run(&out, &cli.global, &cmd),
+        Command::Operator(cmd) => operator::run(&out, &cli.global, &cmd),
+        Command::Transfer(cmd) => transfer::run(&out, &cli.global, &cmd),
         Command::Demo(args) => demo::run(&out, &args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
