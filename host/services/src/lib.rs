@@ -10,5 +10,5 @@ pub mod pki;
 pub mod roaming;
 pub mod router;
 pub mod sign;
-pub mod transfer;
 pub mod sql;
+pub mod transfer;
