@@ -1249,3 +1249,165 @@ fn ticket_row(row: Vec<Cell>) -> Result<Ticket, StoreError> {
         valid_until: next()?.int()? as u64,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(tref: TRef, goods: Goods) -> Agent {
+        Agent {
+            tref,
+            side: Side::Debtor,
+            origin: true,
+            service: Service::Pay,
+            sender: "+491710000001".into(),
+            receiver: "+491720000002".into(),
+            peer: "OP2".into(),
+            message: String::new(),
+            goods,
+            offer: None,
+            offer_hash: None,
+            answer_hash: None,
+            response: None,
+            state: State::Accepted,
+            cause: None,
+            deadline: 1_000,
+            resent: false,
+            tries: 0,
+            new_ticket: None,
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    fn money(amount: u64) -> Goods {
+        Goods::Money {
+            amount,
+            currency: "EUR".into(),
+        }
+    }
+
+    #[test]
+    fn a_held_debit_is_spent_once_and_the_ledger_adds_up() {
+        let dir = std::env::temp_dir().join(format!("simlab-op-store-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let s = Store::open_path(&dir).unwrap();
+        s.fund("+491710000001", 1000, "EUR").unwrap();
+        let a = agent([1; 8], money(250));
+        assert!(s.add_agent(&a, Effects::log("M1")).unwrap());
+        assert!(!s.add_agent(&a, Effects::log("M1 again")).unwrap());
+        let hold = || Operation::HoldMoney {
+            msisdn: "+491710000001",
+            amount: 250,
+        };
+        let step = |from: &[State], to, op| {
+            s.step(&[1; 8], from, to, op, |_| {}, Effects::log("x"), 2)
+                .unwrap()
+        };
+        assert!(matches!(
+            step(&[State::Accepted], State::Prepared, hold()),
+            Step::Done
+        ));
+        // The same step again finds the agent moved on: nothing is held twice.
+        assert!(matches!(
+            step(&[State::Accepted], State::Prepared, hold()),
+            Step::Stale
+        ));
+        assert_eq!(s.account("+491710000001").unwrap().unwrap().held, 250);
+        let debit = Operation::DebitMoney {
+            msisdn: "+491710000001",
+            amount: 250,
+            peer: "OP2",
+        };
+        assert!(matches!(
+            step(&[State::Prepared], State::Committing, debit),
+            Step::Done
+        ));
+        let acc = s.account("+491710000001").unwrap().unwrap();
+        assert_eq!((acc.balance, acc.held), (750, 0));
+        let l = s.ledger().unwrap();
+        assert_eq!((l.payable, l.receivable), (250, 0));
+        assert!(l.balanced(), "{l:?}");
+        // More than the balance: refused, nothing held, the agent where it was.
+        let b = agent([2; 8], money(800));
+        s.add_agent(&b, Effects::default()).unwrap();
+        let r = s
+            .step(
+                &[2; 8],
+                &[State::Accepted],
+                State::Prepared,
+                Operation::HoldMoney {
+                    msisdn: "+491710000001",
+                    amount: 800,
+                },
+                |_| {},
+                Effects::default(),
+                3,
+            )
+            .unwrap();
+        assert!(matches!(r, Step::Refused(Refusal::InsufficientFunds)));
+        assert_eq!(s.agent(&[2; 8]).unwrap().unwrap().state, State::Accepted);
+        assert_eq!(s.account("+491710000001").unwrap().unwrap().held, 0);
+        assert_eq!(s.log(&[1; 8]).unwrap().len(), 3);
+        drop(s);
+        let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn a_ticket_keeps_at_least_one_use() {
+        let path = std::env::temp_dir().join(format!("simlab-op-tickets-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let s = Store::open_path(&path).unwrap();
+        s.add_ticket(&Ticket {
+            id: "T-10".into(),
+            owner: "+491710000001".into(),
+            service: "transit".into(),
+            uses: 10,
+            held: 0,
+            valid_until: 10_000,
+        })
+        .unwrap();
+        let uses = |m| Goods::Uses {
+            ticket: "T-10".into(),
+            uses: m,
+        };
+        for (tref, m, ok) in [([3u8; 8], 10, false), ([4; 8], 3, true)] {
+            s.add_agent(&agent(tref, uses(m)), Effects::default())
+                .unwrap();
+            let r = s
+                .step(
+                    &tref,
+                    &[State::Accepted],
+                    State::Prepared,
+                    Operation::HoldUses {
+                        id: "T-10",
+                        owner: "+491710000001",
+                        uses: m,
+                        now: 5,
+                    },
+                    |_| {},
+                    Effects::default(),
+                    5,
+                )
+                .unwrap();
+            assert_eq!(matches!(r, Step::Done), ok, "M = {m}");
+        }
+        s.step(
+            &[4; 8],
+            &[State::Prepared],
+            State::Committing,
+            Operation::DebitUses {
+                id: "T-10",
+                uses: 3,
+            },
+            |_| {},
+            Effects::default(),
+            6,
+        )
+        .unwrap();
+        let t = s.ticket("T-10").unwrap().unwrap();
+        assert_eq!((t.uses, t.held), (7, 0));
+        drop(s);
+        let _ = std::fs::remove_file(&path);
+    }
+}
