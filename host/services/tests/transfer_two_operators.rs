@@ -1,0 +1,292 @@
+//! Seed 003 with both operators in one process on real mutual TLS over loopback: M1 into
+//! OP1's service node, M2 on channel 121, the M3 OP2 queues for its subscriber, the M4 back,
+//! the answer forwarded (145), and the two-phase commit — then the ledgers. The SMS legs are
+//! the store's outbox (what the SMS loop would send); the processes, the virtual SMS network
+//! and the phones' CLI are the hardware-in-the-loop tests' business.
+
+use simlab_modem::backend::{BackendError, Incoming, Receipt, SendOptions, SmsBackend};
+use simlab_services::http::Role;
+use simlab_services::http::server::{Background, Limits};
+use simlab_services::http::tls::{ClientTls, Identity, ServerTls};
+use simlab_services::pki::gateway::ca::Ca;
+use simlab_services::transfer::messages::{
+    Answer, Auth, Goods, Message, Order, Response, SERVICE_PID, Service,
+};
+use simlab_services::transfer::service::{Config, Operator};
+use simlab_services::transfer::store::{PeerRow, State, Store, Subscription};
+use simlab_sms::Address;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Nothing leaves: the test reads the outbox instead.
+struct Quiet;
+
+impl SmsBackend for Quiet {
+    fn send(&mut self, _: &Address, _: &str, _: &SendOptions) -> Result<Receipt, BackendError> {
+        unreachable!("the test never flushes the outbox")
+    }
+    fn send_data(
+        &mut self,
+        _: &Address,
+        _: &[u8],
+        _: &SendOptions,
+    ) -> Result<Receipt, BackendError> {
+        unreachable!("the test never flushes the outbox")
+    }
+    fn incoming(&mut self) -> Result<Vec<Incoming>, BackendError> {
+        Ok(Vec::new())
+    }
+    fn describe(&self) -> String {
+        "quiet".into()
+    }
+}
+
+const A: &str = "+491710000001";
+const B: &str = "+491720000002";
+
+struct Net {
+    op1: Arc<Operator>,
+    op2: Arc<Operator>,
+    _servers: Vec<Background>,
+}
+
+fn start(name: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("simlab-{name}-{}.sqlite", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn network(test: &str) -> Net {
+    let ca = Ca::ephemeral("interconnect").unwrap();
+    let ca_der = ca.certificate().der.clone();
+    let ids: Vec<Identity> = ["OP1", "OP2"]
+        .iter()
+        .map(|n| {
+            let t = ca.issue_tls(Role::Peer, n, &[], 3600).unwrap();
+            Identity::from_der(
+                t.certificate_der.clone(),
+                t.key_pkcs8_der.to_vec(),
+                vec![ca_der.clone()],
+            )
+        })
+        .collect();
+    let cells: Vec<Arc<OnceLock<Arc<Operator>>>> =
+        vec![Arc::new(OnceLock::new()), Arc::new(OnceLock::new())];
+    let mut servers = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let cell = cells[i].clone();
+        let handler = Arc::new(move |req: &simlab_services::http::Request| {
+            cell.get()
+                .expect("operator set before any peer call")
+                .handle(req)
+        });
+        let tls = ServerTls::new(id, &id.ca).unwrap();
+        servers.push(
+            Background::start("127.0.0.1:0", handler, Limits::default(), Some(tls), "op").unwrap(),
+        );
+    }
+    let stores: Vec<Store> = (0..2)
+        .map(|i| Store::open_path(&start(&format!("{test}-op{}", i + 1))).unwrap())
+        .collect();
+    for (i, other) in [(0usize, 1usize), (1, 0)] {
+        stores[i]
+            .put_peer(
+                &PeerRow {
+                    name: format!("OP{}", other + 1),
+                    url: servers[other].url(),
+                    country_code: "49".into(),
+                    prefixes: vec![format!("17{}", other + 1)],
+                    certificate_der: ids[other].chain[0].as_ref().to_vec(),
+                },
+                false,
+            )
+            .unwrap();
+    }
+    let pin = |p: &str| Some(simlab_services::sign::password_verifier(p).unwrap());
+    let all = vec![Service::Pay, Service::Ticket, Service::Bill];
+    stores[0]
+        .put_subscription(&Subscription::new(A, all.clone(), pin("1357"), None), false)
+        .unwrap();
+    stores[1]
+        .put_subscription(&Subscription::new(B, all, pin("2468"), None), false)
+        .unwrap();
+    stores[0].fund(A, 1000, "EUR").unwrap();
+    stores[1].fund(B, 0, "EUR").unwrap();
+    let mut ops = Vec::new();
+    for (i, store) in stores.into_iter().enumerate() {
+        let config = Config {
+            name: format!("OP{}", i + 1),
+            client_tls: ClientTls {
+                anchors: ids[i].ca.clone(),
+                identity: Some(ids[i].clone()),
+            },
+            answer_ttl: 600,
+            resend: false,
+            pin_in_sms: true,
+            peer_timeout: Duration::from_secs(5),
+            fault: None,
+        };
+        let op = Arc::new(Operator::new(config, store, Box::new(Quiet)).unwrap());
+        cells[i].set(op.clone()).ok().unwrap();
+        ops.push(op);
+    }
+    let op2 = ops.pop().unwrap();
+    let op1 = ops.pop().unwrap();
+    Net {
+        op1,
+        op2,
+        _servers: servers,
+    }
+}
+
+fn service_sms(from: &str, body: Vec<u8>) -> Incoming {
+    Incoming {
+        from: from.into(),
+        text: None,
+        data: Some(body),
+        protocol_identifier: SERVICE_PID,
+    }
+}
+
+fn order(amount: u64) -> Vec<u8> {
+    Order {
+        service: Service::Pay,
+        sender: A.into(),
+        receiver: B.into(),
+        message: "rent".into(),
+        goods: Goods::Money {
+            amount,
+            currency: "EUR".into(),
+        },
+        issued_at: simlab_services::pki::now(),
+        auth: Auth::Pin("1357".into()),
+    }
+    .encode()
+}
+
+fn drive(net: &Net, rounds: usize) {
+    for _ in 0..rounds {
+        net.op1.drive().unwrap();
+        net.op2.drive().unwrap();
+    }
+}
+
+/// B's newest offer in OP2's outbox.
+fn last_offer(net: &Net) -> simlab_services::transfer::messages::Offer {
+    let out = net.op2.store().outbox_to(B).unwrap();
+    let data = out
+        .iter()
+        .rev()
+        .find_map(|o| o.data.clone())
+        .expect("an M3 for B");
+    match Message::decode(&data).unwrap() {
+        Message::Offer(o) => o,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn answer(offer: &simlab_services::transfer::messages::Offer, response: Response) -> Vec<u8> {
+    Answer {
+        tref: offer.tref,
+        response,
+        from: B.into(),
+        offer_hash: offer.hash(),
+        issued_at: simlab_services::pki::now(),
+        auth: Auth::Pin("2468".into()),
+    }
+    .encode()
+}
+
+fn balance(op: &Operator, n: &str) -> u64 {
+    op.store().account(n).unwrap().unwrap().balance
+}
+
+#[test]
+fn an_accepted_transfer_moves_once_and_an_unfunded_one_not_at_all() {
+    let net = network("accept");
+    net.op1.handle_sms(&service_sms(A, order(250)));
+    drive(&net, 2);
+    let offer = last_offer(&net);
+    assert_eq!(
+        offer.goods,
+        Goods::Money {
+            amount: 250,
+            currency: "EUR".into()
+        }
+    );
+    let m4 = answer(&offer, Response::Accept);
+    net.op2.handle_sms(&service_sms(B, m4.clone()));
+    // The same M4 twice (test 10): one transfer.
+    net.op2.handle_sms(&service_sms(B, m4));
+    drive(&net, 6);
+    for op in [&net.op1, &net.op2] {
+        let a = op.store().agent(&offer.tref).unwrap().unwrap();
+        assert_eq!(a.state, State::Completed, "{}: {:?}", op.name(), a.cause);
+    }
+    assert_eq!((balance(&net.op1, A), balance(&net.op2, B)), (750, 250));
+    let (l1, l2) = (
+        net.op1.store().ledger().unwrap(),
+        net.op2.store().ledger().unwrap(),
+    );
+    assert!(l1.balanced() && l2.balanced(), "{l1:?} {l2:?}");
+    assert_eq!((l1.payable, l2.receivable), (250, 250));
+    // Both people are told.
+    let told = |op: &Operator, n: &str| {
+        op.store()
+            .outbox_to(n)
+            .unwrap()
+            .iter()
+            .filter_map(|o| o.text.clone())
+            .filter(|t| t.contains("done:"))
+            .count()
+    };
+    assert_eq!((told(&net.op1, A), told(&net.op2, B)), (1, 1));
+
+    // 900 with 750 left (test 6): accepted, but the debit cannot be held — nothing moves.
+    net.op1.handle_sms(&service_sms(A, order(900)));
+    drive(&net, 2);
+    let offer = last_offer(&net);
+    net.op2
+        .handle_sms(&service_sms(B, answer(&offer, Response::Accept)));
+    drive(&net, 6);
+    let a1 = net.op1.store().agent(&offer.tref).unwrap().unwrap();
+    let a2 = net.op2.store().agent(&offer.tref).unwrap().unwrap();
+    assert_eq!(
+        (a1.state, a2.state),
+        (State::Aborted, State::Aborted),
+        "{:?}",
+        a1.cause
+    );
+    assert_eq!((balance(&net.op1, A), balance(&net.op2, B)), (750, 250));
+    assert_eq!(net.op1.store().account(A).unwrap().unwrap().held, 0);
+}
+
+#[test]
+fn a_rejection_or_a_third_number_moves_nothing() {
+    let net = network("reject");
+    net.op1.handle_sms(&service_sms(A, order(100)));
+    drive(&net, 2);
+    let offer = last_offer(&net);
+    // The right T-REF from another number (test 7): ignored.
+    net.op2.handle_sms(&service_sms(
+        "+491720000099",
+        answer(&offer, Response::Accept),
+    ));
+    drive(&net, 2);
+    assert_eq!(
+        net.op2.store().agent(&offer.tref).unwrap().unwrap().state,
+        State::AwaitingAnswer
+    );
+    net.op2
+        .handle_sms(&service_sms(B, answer(&offer, Response::Reject)));
+    drive(&net, 4);
+    assert_eq!(
+        net.op1.store().agent(&offer.tref).unwrap().unwrap().state,
+        State::Rejected
+    );
+    assert_eq!(
+        net.op2.store().agent(&offer.tref).unwrap().unwrap().state,
+        State::Rejected
+    );
+    assert_eq!((balance(&net.op1, A), balance(&net.op2, B)), (1000, 0));
+}
