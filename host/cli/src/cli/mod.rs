@@ -437,3 +437,14 @@ pub(crate) fn secret_arg(arg: &str, text: &str) -> Result<String> {
     *taken = Some((arg.to_string(), value.clone()));
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks the whole command tree only when asked: a subcommand's `--timeout` or
+    /// `--wait` that collides with a global option would otherwise panic at parse time in the
+    /// field, not here.
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

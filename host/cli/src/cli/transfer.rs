@@ -104,9 +104,9 @@ pub struct InboxArgs {
     /// Where this phone keeps its offers.
     #[arg(long, value_name = "FILE")]
     inbox: PathBuf,
-    /// Wait up to this many seconds for at least one new message.
+    /// Wait up to this many seconds for at least one new message (0: read once).
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
-    wait: u64,
+    timeout: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -342,7 +342,7 @@ fn offer_text(o: &Offer) -> String {
 fn inbox(out: &Output, global: &Global, a: &InboxArgs) -> Result<i32> {
     let mut offers = load_inbox(&a.inbox)?;
     let mut sms = modem(global)?;
-    let deadline = Instant::now() + Duration::from_secs(a.wait.min(3600));
+    let deadline = Instant::now() + Duration::from_secs(a.timeout.min(3600));
     let mut notices = Vec::new();
     let mut new_offers = 0;
     loop {
