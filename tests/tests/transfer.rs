@@ -319,3 +319,97 @@ fn a_transfer_accepted_by_the_receiver_moves_the_money_once_and_the_ledgers_add_
     let logs = lab.logs();
     assert!(!logs.contains("1357") && !logs.contains("2468"), "{logs}");
 }
+
+fn notice_with(s: &'static str) -> impl Fn(&Value) -> bool {
+    move |v: &Value| {
+        v["notices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["text"].as_str().unwrap_or("").contains(s))
+    }
+}
+
+#[test]
+fn a_wrong_pin_an_unsubscribed_receiver_and_a_rejection_move_nothing() {
+    let lab = lab("transfer-refusals");
+    let send = |to: &str, pin: &str| {
+        ok(&[
+            "--modem",
+            &lab.links[0],
+            "transfer",
+            "send",
+            "--from",
+            A,
+            "--via",
+            SN1,
+            "--to",
+            to,
+            "--amount",
+            "1.00",
+            "--pin-in-sms",
+            pin,
+        ])
+    };
+    // Test 2: a wrong PIN1 — an error SMS to A, no M2, no M3.
+    send(B, "9999");
+    inbox_until(&lab, 0, "a", notice_with("order refused: wrong PIN"));
+    // Test 3: the receiver is not subscribed at OP2 — M2 rejected, A is told.
+    send("+491722000003", "1357");
+    inbox_until(&lab, 0, "a", notice_with("not done: OP2 refused it"));
+    // Test 4: B rejects — nothing moves and OP2 keeps no active agent.
+    send(B, "1357");
+    let b = inbox_until(&lab, 1, "b", |v| v["offers"].as_array().unwrap().len() == 1);
+    let tref = b["offers"][0]["tref"].as_str().unwrap().to_string();
+    // The right T-REF answered from another phone (A's, with B's kept offer): its service
+    // messages go to its own operator, which does not hold the offer; B's answer still counts.
+    // (Test 7 proper, a third subscriber of OP2, is in-process: transfer_two_operators.rs.)
+    std::fs::copy(lab.inbox("b"), lab.inbox("a-copy")).unwrap();
+    ok(&[
+        "--modem",
+        &lab.links[0],
+        "transfer",
+        "accept",
+        "--tref",
+        &tref,
+        "--inbox",
+        &lab.inbox("a-copy"),
+        "--via",
+        SN2,
+        "--pin-in-sms",
+        "1357",
+    ]);
+    ok(&[
+        "--modem",
+        &lab.links[1],
+        "transfer",
+        "reject",
+        "--tref",
+        &tref,
+        "--inbox",
+        &lab.inbox("b"),
+        "--via",
+        SN2,
+        "--pin-in-sms",
+        "2468",
+    ]);
+    inbox_until(&lab, 0, "a", notice_with("rejected"));
+    let active = ok(&["--json", "operator", "agents", "--db", &lab.db(2)]);
+    assert_eq!(active, serde_json::json!([]), "{}", lab.logs());
+    let all = ok(&[
+        "--json",
+        "operator",
+        "agents",
+        "--db",
+        &lab.db(2),
+        "--tref",
+        &tref,
+    ]);
+    assert_eq!(all[0]["state"], "rejected");
+    assert_eq!((lab.balance(1, A), lab.balance(2, B)), (1000, 0));
+    for op in [1, 2] {
+        assert_eq!(lab.ledger(op)["balanced"], true);
+    }
+    // No offer reached B but the one it rejected.
+    assert_eq!(b["offers"].as_array().unwrap().len(), 1);
+}
