@@ -991,18 +991,7 @@ impl Store {
              ORDER BY seq LIMIT ?1",
             &[V::Int(limit.into())],
         )?;
-        rows.into_iter()
-            .map(|r| {
-                let mut c = r.into_iter();
-                let mut next = || c.next().ok_or_else(|| corrupt("outbox"));
-                Ok(Outgoing {
-                    seq: next()?.int()?,
-                    number: next()?.text()?,
-                    data: next()?.opt_blob()?,
-                    text: next()?.opt_text()?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(outgoing_row).collect()
     }
 
     /// Marks an outbox row sent, or given up with the reason.
@@ -1014,24 +1003,13 @@ impl Store {
         Ok(())
     }
 
-    /// Counts outbox rows to `number` (sent or not): the tests' "exactly one M3".
+    /// The outbox rows to `number`, sent or not (what a person was told, and how often).
     pub fn outbox_to(&self, number: &str) -> Result<Vec<Outgoing>, StoreError> {
         let rows = self.conn().query(
             "SELECT seq, number, data, text FROM outbox WHERE number = ?1 ORDER BY seq",
             &[V::Text(number)],
         )?;
-        rows.into_iter()
-            .map(|r| {
-                let mut c = r.into_iter();
-                let mut next = || c.next().ok_or_else(|| corrupt("outbox"));
-                Ok(Outgoing {
-                    seq: next()?.int()?,
-                    number: next()?.text()?,
-                    data: next()?.opt_blob()?,
-                    text: next()?.opt_text()?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(outgoing_row).collect()
     }
 }
 
@@ -1204,6 +1182,17 @@ fn operate(
         }
     }
     Ok(Ok(()))
+}
+
+fn outgoing_row(row: Vec<Cell>) -> Result<Outgoing, StoreError> {
+    let mut c = row.into_iter();
+    let mut next = || c.next().ok_or_else(|| corrupt("short outbox row"));
+    Ok(Outgoing {
+        seq: next()?.int()?,
+        number: next()?.text()?,
+        data: next()?.opt_blob()?,
+        text: next()?.opt_text()?,
+    })
 }
 
 fn subscription_row(row: Vec<Cell>) -> Result<Subscription, StoreError> {
