@@ -147,6 +147,28 @@ impl AtBackend {
     }
 }
 
+impl AtBackend {
+    /// Sends encoded parts, their hex blanked from the AT trace when the body is a secret.
+    fn send_parts(
+        &mut self,
+        parts: &[simlab_sms::EncodedPdu],
+        confidential: bool,
+        validity: Option<ValidityPeriod>,
+    ) -> Result<Receipt, BackendError> {
+        if confidential {
+            for p in parts {
+                self.modem.at().add_secret(&p.to_hex());
+            }
+        }
+        let sent = self.modem.send_pdus(parts)?;
+        Ok(Receipt {
+            parts: sent.len(),
+            references: sent.iter().map(|p| p.mr).collect(),
+            validity_seconds: validity.and_then(|v| v.duration()).map(|d| d.as_secs()),
+        })
+    }
+}
+
 impl SmsBackend for AtBackend {
     fn send(
         &mut self,
@@ -158,16 +180,8 @@ impl SmsBackend for AtBackend {
         let parts = simlab_sms::encode_text(to, body, &submit).map_err(BackendError::Encode)?;
         if options.confidential {
             self.modem.at().add_secret(body);
-            for p in &parts {
-                self.modem.at().add_secret(&p.to_hex());
-            }
         }
-        let sent = self.modem.send_pdus(&parts)?;
-        Ok(Receipt {
-            parts: sent.len(),
-            references: sent.iter().map(|p| p.mr).collect(),
-            validity_seconds: validity.and_then(|v| v.duration()).map(|d| d.as_secs()),
-        })
+        self.send_parts(&parts, options.confidential, validity)
     }
 
     fn send_data(
@@ -178,17 +192,7 @@ impl SmsBackend for AtBackend {
     ) -> Result<Receipt, BackendError> {
         let (submit, validity) = submit_options(options, concat_reference())?;
         let parts = simlab_sms::encode_binary(to, data, &submit).map_err(BackendError::Encode)?;
-        if options.confidential {
-            for p in &parts {
-                self.modem.at().add_secret(&p.to_hex());
-            }
-        }
-        let sent = self.modem.send_pdus(&parts)?;
-        Ok(Receipt {
-            parts: sent.len(),
-            references: sent.iter().map(|p| p.mr).collect(),
-            validity_seconds: validity.and_then(|v| v.duration()).map(|d| d.as_secs()),
-        })
+        self.send_parts(&parts, options.confidential, validity)
     }
 
     fn incoming(&mut self) -> Result<Vec<Incoming>, BackendError> {

@@ -438,6 +438,13 @@ pub(crate) fn secret_arg(arg: &str, text: &str) -> Result<String> {
     Ok(value)
 }
 
+/// One line on stdout, flushed at once: a server's start line, which the process that started
+/// it waits for before the server has anything else to say.
+pub fn print_line(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+}
+
 #[cfg(test)]
 mod tests {
     /// clap checks the whole command tree only when asked: a subcommand's `--timeout` or

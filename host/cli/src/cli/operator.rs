@@ -3,7 +3,7 @@
 //! (`subscribe`, `account`, `ticket`, `peer`, `ledger`, `agents`).
 
 use super::pki::{STATE_HELP, open_card, open_token};
-use super::{Global, Output};
+use super::{Global, Output, print_line};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use simlab_card::error::{Error, Result};
@@ -15,7 +15,6 @@ use simlab_services::pki::x509::Certificate;
 use simlab_services::transfer::messages::{self, Service};
 use simlab_services::transfer::service::{Config, Fault, Operator, hex};
 use simlab_services::transfer::store::{PeerRow, State, Store, StoreError, Subscription, Ticket};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -207,11 +206,6 @@ fn store_error(arg: &str, e: StoreError) -> Error {
 
 fn open_store(db: &str) -> Result<Store> {
     Store::open(db).map_err(|e| store_error("--db", e))
-}
-
-fn print_line(line: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 fn number_arg(arg: &str, n: &str) -> Result<()> {

@@ -2,7 +2,7 @@
 //! the first-channel server with its directory, sessions and certificate log, terminal A's
 //! client, and the bank stub.
 
-use super::{Global, Output};
+use super::{Global, Output, print_line};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use simlab_card::error::{Error, Result};
@@ -303,11 +303,6 @@ fn https(arg: &str, text: &str, tls: &ClientTls) -> Result<Url> {
         return Err(Error::arg(arg, format!("{text}: HTTPS only")));
     }
     Ok(url.with_tls(tls))
-}
-
-fn print_line(line: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 pub fn serve(out: &Output, global: &Global, a: &ServeArgs) -> Result<i32> {

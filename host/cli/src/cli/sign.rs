@@ -3,7 +3,7 @@
 //! (`approve` once, `watch` for every push).
 
 use super::pki::{STATE_HELP, open_card, open_token, pin_arg};
-use super::{Global, Output};
+use super::{Global, Output, print_line};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use simlab_card::error::{Error, Result};
@@ -246,11 +246,6 @@ fn store_error(arg: &str, e: StoreError) -> Error {
 
 fn open_store(db: &str) -> Result<Store> {
     Store::open(db).map_err(|e| store_error("--db", e))
-}
-
-fn print_line(line: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 pub fn run(out: &Output, global: &Global, cmd: &SignCommand) -> Result<i32> {

@@ -18,9 +18,7 @@
 use super::messages::{
     Answer, Auth, Goods, Message, Offer, Order, Response, SERVICE_PID, Service, TRef,
 };
-use super::store::{
-    Agent, Effects, Operation, PeerRow, Refusal, Side, State, Step, Store, StoreError,
-};
+use super::store::{Agent, Effects, Operation, PeerRow, Side, State, Step, Store, StoreError};
 use crate::http::client::{self, ClientError, Url};
 use crate::http::tls::ClientTls;
 use crate::http::{ApiError, Request, Response as HttpResponse, Role};
@@ -464,7 +462,7 @@ impl Operator {
             let tries = self.store.count_try(&a.tref, now).unwrap_or(MAX_TRIES);
             tracing::info!(tref = %tref, tries, reason = %why, "answer refused");
             if tries >= MAX_TRIES {
-                let _ = self.close_offer(&agent, Response::Reject, "too many wrong PINs", now);
+                let _ = self.close_offer(&agent, "too many wrong PINs", now);
             }
             return self.reply(
                 from,
@@ -558,14 +556,7 @@ impl Operator {
     }
 
     /// The offer is gone without an acceptance (rejected, expired, too many wrong tries).
-    fn close_offer(
-        &self,
-        agent: &Agent,
-        response: Response,
-        why: &str,
-        now: u64,
-    ) -> Result<Step, StoreError> {
-        let expired = response != Response::Reject || why != "rejected";
+    fn close_offer(&self, agent: &Agent, why: &str, now: u64) -> Result<Step, StoreError> {
         match agent.side {
             Side::Creditor => self.store.step(
                 &agent.tref,
@@ -584,13 +575,7 @@ impl Operator {
                 &[State::AwaitingAnswer],
                 State::Aborting,
                 Operation::None,
-                |ag| {
-                    ag.cause = Some(if expired {
-                        "expired".into()
-                    } else {
-                        why.into()
-                    })
-                },
+                |ag| ag.cause = Some(why.to_string()),
                 Effects::log(format!("offer closed: {why}")),
                 now,
             ),
@@ -841,7 +826,7 @@ impl Operator {
         Ok(())
     }
 
-    fn hold(a: &Agent, now: u64) -> Operation<'_> {
+    fn hold(a: &Agent) -> Operation<'_> {
         match &a.goods {
             Goods::Money { amount, .. } => Operation::HoldMoney {
                 msisdn: a.debtor_number(),
@@ -851,7 +836,6 @@ impl Operator {
                 id: ticket,
                 owner: a.debtor_number(),
                 uses: *uses,
-                now,
             },
         }
     }
@@ -877,7 +861,7 @@ impl Operator {
                 &a.tref,
                 &[State::Accepted],
                 State::Prepared,
-                Self::hold(a, now),
+                Self::hold(a),
                 |_| {},
                 Effects::log("prepared: debit held"),
                 now,
@@ -1338,9 +1322,6 @@ impl Operator {
             )
             .map_err(store_error)?;
         tracing::info!(tref = %body.tref, from = %offer.sender, to = %offer.receiver, peer = %peer.name, "offer sent to the subscriber");
-        if self.config.fault == Some(Fault::AlterBill) && offer.service == Service::Bill {
-            // Not reached: the bill fault is the origin's (below); kept symmetric.
-        }
         Ok(HttpResponse::json(
             201,
             &json!({"tref": body.tref, "state": State::AwaitingAnswer}),
@@ -1583,11 +1564,5 @@ impl Operator {
             .map_err(store_error)?;
         tracing::info!(tref = %t, state = end.as_str(), "aborted by the peer");
         Ok(HttpResponse::ok(&json!({"tref": t, "state": end})))
-    }
-}
-
-impl From<Refusal> for String {
-    fn from(r: Refusal) -> String {
-        r.to_string()
     }
 }

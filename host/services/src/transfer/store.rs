@@ -521,7 +521,6 @@ pub enum Operation<'a> {
         id: &'a str,
         owner: &'a str,
         uses: u32,
-        now: u64,
     },
     ReleaseUses {
         id: &'a str,
@@ -1110,12 +1109,7 @@ fn operate(
                 &[V::Text(peer), V::Int(a)],
             )?;
         }
-        Operation::HoldUses {
-            id,
-            owner,
-            uses,
-            now: at,
-        } => {
+        Operation::HoldUses { id, owner, uses } => {
             let rows = c.query(
                 "SELECT uses, held, valid_until FROM tickets WHERE id = ?1 AND owner = ?2",
                 &[V::Text(id), V::Text(owner)],
@@ -1128,7 +1122,7 @@ fn operate(
                 Ok(r.next().ok_or_else(|| corrupt("ticket"))?.int()?)
             };
             let (n, held, valid_until) = (next()?, next()?, next()?);
-            if (valid_until as u64) < at {
+            if (valid_until as u64) < now {
                 return Ok(Err(Refusal::TicketExpired(id.to_string())));
             }
             let left = (n - held).max(0) as u32;
@@ -1372,7 +1366,6 @@ mod tests {
                         id: "T-10",
                         owner: "+491710000001",
                         uses: m,
-                        now: 5,
                     },
                     |_| {},
                     Effects::default(),
