@@ -196,7 +196,7 @@ fn store_error(arg: &str, e: StoreError) -> Error {
     match e {
         StoreError::Sql(s) if s.is_bad_input() => Error::arg(arg, s.to_string()),
         StoreError::Exists(what) => Error::arg(arg, format!("{what}: give --replace to update it")),
-        StoreError::Missing(what) => Error::arg(arg, what),
+        StoreError::Missing(what) | StoreError::Limit(what) => Error::arg(arg, what),
         other => Error::Io {
             context: "the operator store".into(),
             source: std::io::Error::other(other.to_string()),
@@ -446,7 +446,10 @@ fn account(out: &Output, a: &AccountArgs) -> Result<i32> {
     let store = open_store(&a.db)?;
     let acc = store
         .fund(&a.msisdn, a.fund, &a.currency)
-        .map_err(|e| store_error("--currency", e))?;
+        .map_err(|e| match e {
+            e @ StoreError::Limit(_) => store_error("--fund", e),
+            e => store_error("--currency", e),
+        })?;
     out.result(
         &format!(
             "{}: balance {} {} (held {})\n",

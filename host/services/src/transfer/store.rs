@@ -127,6 +127,9 @@ pub enum StoreError {
     /// A row holds what this build never writes.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The change would take a number past what the messages can carry (2^53 minor units).
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Who pays in a transfer: the debtor's operator coordinates the two-phase commit.
@@ -678,15 +681,25 @@ impl Store {
         let amount = i64::try_from(amount).map_err(|_| corrupt("amount"))?;
         let mut conn = self.conn();
         let rows = conn.query(
-            "SELECT currency FROM accounts WHERE msisdn = ?1",
+            "SELECT currency, balance FROM accounts WHERE msisdn = ?1",
             &[V::Text(msisdn)],
         )?;
         if let Some(row) = rows.into_iter().next() {
-            let have = row.into_iter().next().map(Cell::text).transpose()?;
+            let mut row = row.into_iter();
+            let have = row.next().map(Cell::text).transpose()?;
             if have.as_deref() != Some(currency) {
                 return Err(StoreError::Exists(format!(
                     "an account of {msisdn} in {}",
                     have.unwrap_or_default()
+                )));
+            }
+            let balance = row.next().map(Cell::int).transpose()?.unwrap_or(0);
+            // Every amount the service handles fits the messages' 2^53: a balance past it
+            // could not be sent on, and summing such balances could overflow the ledger.
+            if balance.saturating_add(amount) > crate::transfer::messages::AMOUNT_MAX as i64 {
+                return Err(StoreError::Limit(format!(
+                    "{msisdn}'s balance {balance} plus {amount} passes {} minor units",
+                    crate::transfer::messages::AMOUNT_MAX
                 )));
             }
         }
@@ -752,7 +765,9 @@ impl Store {
     pub fn ledger(&self) -> Result<Ledger, StoreError> {
         let mut conn = self.conn();
         let sums = conn.query(
-            "SELECT COALESCE(SUM(balance), 0), COALESCE(SUM(held), 0), COALESCE(SUM(funded), 0) \
+            // PostgreSQL's SUM of BIGINT is NUMERIC: cast back (a no-op for SQLite).
+            "SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(held), 0) AS BIGINT), CAST(COALESCE(SUM(funded), 0) AS BIGINT) \
              FROM accounts",
             &[],
         )?;
