@@ -15,6 +15,7 @@ use simlab_services::transfer::messages::{
 use simlab_services::transfer::service::{Config, Operator};
 use simlab_services::transfer::store::{PeerRow, State, Store, Subscription};
 use simlab_sms::Address;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -56,17 +57,37 @@ fn start(name: &str) -> std::path::PathBuf {
     p
 }
 
+/// How a network differs from the plain one.
+#[derive(Default)]
+struct Options {
+    /// OP2 serves a certificate from another CA (same name, wrong issuer).
+    foreign_op2: bool,
+    /// OP1 reaches "OP2" at this URL instead (a peer that never answers).
+    op2_url: Option<String>,
+    /// Seconds added to both operators' clocks (the deadline sweeps).
+    clock: Option<Arc<AtomicU64>>,
+}
+
 fn network(test: &str) -> Net {
+    network_with(test, Options::default())
+}
+
+fn network_with(test: &str, opts: Options) -> Net {
     let ca = Ca::ephemeral("interconnect").unwrap();
-    let ca_der = ca.certificate().der.clone();
+    let foreign = Ca::ephemeral("somebody else").unwrap();
     let ids: Vec<Identity> = ["OP1", "OP2"]
         .iter()
         .map(|n| {
-            let t = ca.issue_tls(Role::Peer, n, &[], 3600).unwrap();
+            let issuer = if *n == "OP2" && opts.foreign_op2 {
+                &foreign
+            } else {
+                &ca
+            };
+            let t = issuer.issue_tls(Role::Peer, n, &[], 3600).unwrap();
             Identity::from_der(
                 t.certificate_der.clone(),
                 t.key_pkcs8_der.to_vec(),
-                vec![ca_der.clone()],
+                vec![issuer.certificate().der.clone()],
             )
         })
         .collect();
@@ -93,7 +114,10 @@ fn network(test: &str) -> Net {
             .put_peer(
                 &PeerRow {
                     name: format!("OP{}", other + 1),
-                    url: servers[other].url(),
+                    url: match (&opts.op2_url, other) {
+                        (Some(url), 1) => url.clone(),
+                        _ => servers[other].url(),
+                    },
                     country_code: "49".into(),
                     prefixes: vec![format!("17{}", other + 1)],
                     certificate_der: ids[other].chain[0].as_ref().to_vec(),
@@ -123,10 +147,17 @@ fn network(test: &str) -> Net {
             answer_ttl: 600,
             resend: false,
             pin_in_sms: true,
-            peer_timeout: Duration::from_secs(5),
+            peer_timeout: Duration::from_secs(1),
             fault: None,
         };
-        let op = Arc::new(Operator::new(config, store, Box::new(Quiet)).unwrap());
+        let mut op = Operator::new(config, store, Box::new(Quiet)).unwrap();
+        if let Some(offset) = &opts.clock {
+            let offset = offset.clone();
+            op = op.with_clock(Box::new(move || {
+                simlab_services::pki::now() + offset.load(Ordering::Relaxed)
+            }));
+        }
+        let op = Arc::new(op);
         cells[i].set(op.clone()).ok().unwrap();
         ops.push(op);
     }
@@ -289,4 +320,168 @@ fn a_rejection_or_a_third_number_moves_nothing() {
         State::Rejected
     );
     assert_eq!((balance(&net.op1, A), balance(&net.op2, B)), (1000, 0));
+}
+
+/// The texts OP `op` owes `n` (its outbox).
+fn texts(op: &Operator, n: &str) -> Vec<String> {
+    op.store()
+        .outbox_to(n)
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.text.clone())
+        .collect()
+}
+
+fn no_agents(op: &Operator) {
+    assert_eq!(
+        op.store().agents(&[], 100).unwrap(),
+        vec![],
+        "{}",
+        op.name()
+    );
+}
+
+#[test]
+fn truncated_garbage_and_overflowing_service_messages_get_a_refusal_and_leave_nothing() {
+    let net = network("garbage");
+    let whole = order(250);
+    let mut too_much = order(250);
+    // The amount field (8 bytes after the "money" tag): past 2^53.
+    let at = too_much.windows(5).position(|w| w == b"money").unwrap() + 5 + 2;
+    too_much[at..at + 8].copy_from_slice(&(1u64 << 60).to_be_bytes());
+    for body in [
+        whole[..whole.len() / 2].to_vec(),
+        vec![0xff; 40],
+        Vec::new(),
+        too_much,
+    ] {
+        net.op1.handle_sms(&service_sms(A, body));
+    }
+    let t = texts(&net.op1, A);
+    assert_eq!(t.len(), 4, "{t:?}");
+    assert!(
+        t.iter()
+            .all(|t| t.starts_with("simlab-transfer: refused: the service message cannot be read")),
+        "{t:?}"
+    );
+    drive(&net, 2);
+    no_agents(&net.op1);
+    no_agents(&net.op2);
+}
+
+#[test]
+fn a_message_with_another_tp_pid_is_left_alone_and_an_m4_for_an_unknown_tref_is_answered() {
+    let net = network("pid");
+    for pid in [0x00, 0x7f, 0xc2] {
+        net.op1.handle_sms(&Incoming {
+            protocol_identifier: pid,
+            ..service_sms(A, order(250))
+        });
+    }
+    net.op1.handle_sms(&Incoming {
+        from: A.into(),
+        text: Some("hello".into()),
+        data: None,
+        protocol_identifier: SERVICE_PID,
+    });
+    drive(&net, 2);
+    assert_eq!(texts(&net.op1, A), Vec::<String>::new());
+    no_agents(&net.op1);
+    let stray = simlab_services::transfer::messages::Offer {
+        tref: [7; 8],
+        service: Service::Pay,
+        sender: A.into(),
+        receiver: B.into(),
+        operator: "OP1".into(),
+        message: String::new(),
+        goods: Goods::Money {
+            amount: 1,
+            currency: "EUR".into(),
+        },
+        deadline: simlab_services::pki::now() + 600,
+    };
+    net.op2
+        .handle_sms(&service_sms(B, answer(&stray, Response::Accept)));
+    assert_eq!(
+        texts(&net.op2, B),
+        vec!["simlab-transfer 0707070707070707: no such transfer".to_string()]
+    );
+    no_agents(&net.op2);
+}
+
+#[test]
+fn a_peer_with_a_certificate_from_another_ca_is_never_told_and_the_sender_is_at_the_deadline() {
+    let clock = Arc::new(AtomicU64::new(0));
+    let net = network_with(
+        "foreign",
+        Options {
+            foreign_op2: true,
+            clock: Some(clock.clone()),
+            ..Options::default()
+        },
+    );
+    net.op1.handle_sms(&service_sms(A, order(250)));
+    drive(&net, 2);
+    let a = &net.op1.store().agents(&[], 10).unwrap()[0];
+    assert_eq!(a.state, State::Requested, "M2 cannot go out: {:?}", a.cause);
+    no_agents(&net.op2);
+    clock.store(601, Ordering::Relaxed);
+    drive(&net, 1);
+    let a = net.op1.store().agent(&a.tref).unwrap().unwrap();
+    assert_eq!(a.state, State::Aborted);
+    let t = texts(&net.op1, A);
+    assert!(
+        t.iter()
+            .any(|t| t.contains("not done: OP2 cannot be reached")),
+        "{t:?}"
+    );
+    assert_eq!(balance(&net.op1, A), 1000);
+    assert!(net.op1.store().ledger().unwrap().balanced());
+}
+
+#[test]
+fn a_peer_that_never_answers_costs_one_timeout_per_round_and_ends_at_the_deadline() {
+    // Accepts connections and says nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            for c in silent.incoming().flatten() {
+                held.lock().unwrap().push(c);
+            }
+        });
+    }
+    let clock = Arc::new(AtomicU64::new(0));
+    let net = network_with(
+        "silent",
+        Options {
+            op2_url: Some(url),
+            clock: Some(clock.clone()),
+            ..Options::default()
+        },
+    );
+    net.op1.handle_sms(&service_sms(A, order(250)));
+    let start = std::time::Instant::now();
+    net.op1.drive().unwrap();
+    // The peer timeout (1 s here), not forever.
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let a = &net.op1.store().agents(&[], 10).unwrap()[0];
+    assert_eq!(a.state, State::Requested);
+    clock.store(601, Ordering::Relaxed);
+    net.op1.drive().unwrap();
+    assert_eq!(
+        net.op1.store().agent(&a.tref).unwrap().unwrap().state,
+        State::Aborted
+    );
+    assert!(
+        texts(&net.op1, A)
+            .iter()
+            .any(|t| t.contains("not done: OP2 cannot be reached"))
+    );
 }

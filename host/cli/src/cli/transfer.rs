@@ -395,7 +395,12 @@ fn inbox(out: &Output, global: &Global, a: &InboxArgs) -> Result<i32> {
     if text.is_empty() {
         text.push_str("nothing\n");
     }
-    out.result(&text, &json!({"offers": offers, "notices": notices}))?;
+    // `received` counts every M3 that arrived in this read, repeats included (an offer sent
+    // again halfway to its deadline is kept once but counted twice).
+    out.result(
+        &text,
+        &json!({"offers": offers, "notices": notices, "received": new_offers}),
+    )?;
     Ok(0)
 }
 
