@@ -990,6 +990,24 @@ fn bad_input_on_the_command_line_is_exit_2_and_names_what_is_wrong() {
         ),
         (
             [
+                "--trace",
+                "/tmp/x.trace",
+                "--modem",
+                "/nonexistent",
+                "operator",
+                "serve",
+                "--db",
+                &db,
+                "--tls",
+                "/",
+                "--pin-in-sms",
+            ]
+            .map(String::from)
+            .to_vec(),
+            "--trace",
+        ),
+        (
+            [
                 "operator",
                 "peer",
                 "add",

@@ -236,6 +236,14 @@ fn serve(out: &Output, global: &Global, a: &ServeArgs) -> Result<i32> {
     if !(1..=120).contains(&a.peer_timeout) {
         return Err(Error::arg("--peer-timeout", "must be 1 to 120 seconds"));
     }
+    if a.pin_in_sms && global.trace.is_some() {
+        // The incoming M1/M4 PDUs would go into the trace as they came off the modem, and
+        // in this mode they hold the subscribers' PINs.
+        return Err(Error::arg(
+            "--trace",
+            "not with --pin-in-sms: the service messages carry PINs in that mode and the trace would record them",
+        ));
+    }
     #[cfg(feature = "test-faults")]
     let fault = match a.fault.as_deref() {
         None => None,
