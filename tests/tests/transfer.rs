@@ -94,6 +94,8 @@ struct Setup {
     token: bool,
     /// OP1's store elsewhere (a postgres:// URL) instead of a SQLite file.
     db1: Option<String>,
+    /// OP1 starts with an empty peer table (the test adds OP2 while it runs).
+    op1_alone: bool,
 }
 
 struct Lab {
@@ -108,9 +110,33 @@ struct Lab {
     dbs: [String; 2],
     token: bool,
     starts: usize,
+    ports: [u16; 2],
 }
 
 impl Lab {
+    /// `operator peer add` on OP `op`'s store: the other operator, its numbers and its
+    /// pinned certificate.
+    fn add_peer(&self, op: usize) {
+        let (other, prefix) = if op == 1 { (2, "172") } else { (1, "171") };
+        let cert = self.dir.join(format!("OP{other}-tls/cert.pem"));
+        ok(&[
+            "operator",
+            "peer",
+            "add",
+            "--db",
+            &self.db(op),
+            "--name",
+            &format!("OP{other}"),
+            "--url",
+            &format!("https://127.0.0.1:{}", self.ports[other - 1]),
+            "--country-code",
+            "49",
+            "--prefix",
+            prefix,
+            "--certificate",
+            &cert.display().to_string(),
+        ]);
+    }
     fn db(&self, op: usize) -> String {
         self.dbs[op - 1].clone()
     }
@@ -415,25 +441,6 @@ fn lab_with(name: &str, setup: Setup) -> Lab {
             &fund.to_string(),
         ]);
     }
-    for (op, other, prefix) in [(1usize, 2usize, "172"), (2, 1, "171")] {
-        ok(&[
-            "operator",
-            "peer",
-            "add",
-            "--db",
-            &dbs[op - 1],
-            "--name",
-            &format!("OP{other}"),
-            "--url",
-            &format!("https://127.0.0.1:{}", ports[other - 1]),
-            "--country-code",
-            "49",
-            "--prefix",
-            prefix,
-            "--certificate",
-            &d(&format!("OP{other}-tls/cert.pem")),
-        ]);
-    }
     let serve = (1..=2usize)
         .map(|op| {
             let mut args: Vec<String> = [
@@ -469,7 +476,12 @@ fn lab_with(name: &str, setup: Setup) -> Lab {
         dbs,
         token: setup.token,
         starts: 0,
+        ports,
     };
+    if !setup.op1_alone {
+        lab.add_peer(1);
+    }
+    lab.add_peer(2);
     for op in 1..=2 {
         lab.start(op, setup.serve[op - 1]);
     }
@@ -1037,4 +1049,24 @@ fn bad_input_on_the_command_line_is_exit_2_and_names_what_is_wrong() {
     // The refused --fund left the balance as it was.
     let l = ok(&["--json", "operator", "ledger", "--db", &db]);
     assert_eq!(l["accounts"][0]["balance"].as_u64(), Some(1 << 53));
+}
+
+#[test]
+fn a_peer_added_while_the_operator_runs_is_used_without_a_restart() {
+    let lab = lab_with(
+        "transfer-late-peer",
+        Setup {
+            op1_alone: true,
+            ..Setup::default()
+        },
+    );
+    lab.send(B, "2.50");
+    lab.inbox_until(0, notice_with(format!("no operator is known for {B}")));
+    lab.add_peer(1);
+    // The worker reads the peer table again within about 5 s.
+    std::thread::sleep(Duration::from_secs(6));
+    lab.send(B, "2.50");
+    let (tref, _) = lab.offer(1);
+    lab.answer(1, "accept", &tref);
+    assert_moved_250(&lab);
 }

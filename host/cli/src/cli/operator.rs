@@ -342,9 +342,17 @@ fn serve(out: &Output, global: &Global, a: &ServeArgs) -> Result<i32> {
     };
     let worker = {
         let op = operator.clone();
+        let rounds = std::sync::atomic::AtomicU32::new(0);
         spawn(
             "operator-worker",
             Box::new(move || {
+                // `operator peer add` on the live store takes effect within ~5 s (every
+                // 32nd round of 150 ms), no restart needed.
+                if rounds.fetch_add(1, Ordering::Relaxed) % 32 == 31
+                    && let Err(e) = op.reload()
+                {
+                    tracing::warn!(error = %e, "reading the peer table");
+                }
                 if let Err(e) = op.drive() {
                     tracing::warn!(error = %e, "worker");
                 }
