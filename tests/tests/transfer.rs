@@ -247,8 +247,34 @@ impl Lab {
         args.extend(goods);
         self.signed(phone, &args);
     }
+    /// A's order with the PIN in the SMS whatever the lab's mode (the seed's literal M1).
+    fn send_with_pin(&self, to: &str, pin: &str) {
+        self.transfer(
+            0,
+            &[
+                "send",
+                "--from",
+                A,
+                "--via",
+                SN1,
+                "--to",
+                to,
+                "--amount",
+                "1.00",
+                "--pin-in-sms",
+                pin,
+            ],
+        );
+    }
     fn send(&self, to: &str, amount: &str) {
         self.order(0, "send", to, &["--amount", amount]);
+    }
+    /// A sends `amount` to B, B accepts the offer: its T-REF.
+    fn send_and_accept(&self, amount: &str) -> String {
+        self.send(B, amount);
+        let (tref, _) = self.offer(1);
+        self.answer(1, "accept", &tref);
+        tref
     }
     /// `accept`, `reject` or `postpone` from `phone` for the offer kept in `inbox`.
     fn answer_from(&self, phone: usize, verb: &str, tref: &str, inbox: &str) {
@@ -507,19 +533,31 @@ fn notices_with(v: &Value, s: &str) -> usize {
 fn assert_moved_250(lab: &Lab) {
     lab.inbox_until(0, notice_with("done:"));
     lab.inbox_until(1, notice_with("done:"));
+    assert_ledgers(lab, (750, 250), 250);
+}
+
+/// A's and B's balances, what OP1 owes OP2 (and OP2 is owed), both ledgers balanced with
+/// nothing held, and no agent left on its way.
+fn assert_ledgers(lab: &Lab, balances: (u64, u64), owed: i64) {
     assert_eq!(
         (lab.balance(1, A), lab.balance(2, B)),
-        (750, 250),
+        balances,
         "{}",
         lab.logs()
     );
     let (l1, l2) = (lab.ledger(1), lab.ledger(2));
     assert_eq!(
         (l1["payable"].as_i64(), l2["receivable"].as_i64()),
-        (Some(250), Some(250))
+        (Some(owed), Some(owed))
     );
     lab.balanced();
     lab.settled();
+}
+
+/// Both operators ended the transfer in `state`.
+fn both(lab: &Lab, tref: &str, state: &str) {
+    lab.wait_state(1, tref, state);
+    lab.wait_state(2, tref, state);
 }
 
 #[test]
@@ -543,26 +581,8 @@ fn t1_t10_a_transfer_accepted_by_the_receiver_moves_the_money_once_and_the_ledge
 #[test]
 fn t2_t3_t4_t7_a_wrong_pin_an_unsubscribed_receiver_a_third_number_and_a_rejection_move_nothing() {
     let lab = lab("transfer-refusals");
-    let send_with_pin = |to: &str, pin: &str| {
-        lab.transfer(
-            0,
-            &[
-                "send",
-                "--from",
-                A,
-                "--via",
-                SN1,
-                "--to",
-                to,
-                "--amount",
-                "1.00",
-                "--pin-in-sms",
-                pin,
-            ],
-        )
-    };
     // Test 2: a wrong PIN1 — an error SMS to A, no M2, no M3.
-    send_with_pin(B, "9999");
+    lab.send_with_pin(B, "9999");
     lab.inbox_until(0, notice_with("order refused: wrong PIN"));
     // Test 3: the receiver is not subscribed at OP2 — M2 rejected, A is told.
     lab.send("+491722000003", "1.00");
@@ -643,21 +663,11 @@ fn t6_a_balance_too_small_for_the_transfer_credits_nothing() {
             ..Setup::default()
         },
     );
-    lab.send(B, "2.50");
-    let (tref, _) = lab.offer(1);
-    lab.answer(1, "accept", &tref);
+    let tref = lab.send_and_accept("2.50");
     lab.inbox_until(0, notice_with("not done"));
     lab.inbox_until(1, notice_with("not done"));
-    lab.wait_state(1, &tref, "aborted");
-    lab.wait_state(2, &tref, "aborted");
-    assert_eq!((lab.balance(1, A), lab.balance(2, B)), (100, 0));
-    let (l1, l2) = (lab.ledger(1), lab.ledger(2));
-    assert_eq!(
-        (l1["payable"].as_i64(), l2["receivable"].as_i64()),
-        (Some(0), Some(0))
-    );
-    lab.balanced();
-    lab.settled();
+    both(&lab, &tref, "aborted");
+    assert_ledgers(&lab, (100, 0), 0);
 }
 
 #[test]
@@ -669,15 +679,10 @@ fn t6_a_credit_side_that_fails_leaves_the_debit_undone() {
             ..Setup::default()
         },
     );
-    lab.send(B, "2.50");
-    let (tref, _) = lab.offer(1);
-    lab.answer(1, "accept", &tref);
+    let tref = lab.send_and_accept("2.50");
     lab.inbox_until(0, notice_with("not done"));
-    lab.wait_state(1, &tref, "aborted");
-    lab.wait_state(2, &tref, "aborted");
-    assert_eq!((lab.balance(1, A), lab.balance(2, B)), (1000, 0));
-    lab.balanced();
-    lab.settled();
+    both(&lab, &tref, "aborted");
+    assert_ledgers(&lab, (1000, 0), 0);
 }
 
 #[test]
@@ -689,9 +694,7 @@ fn t6_the_coordinator_killed_between_prepare_and_commit_finishes_after_a_restart
             ..Setup::default()
         },
     );
-    lab.send(B, "2.50");
-    let (tref, _) = lab.offer(1);
-    lab.answer(1, "accept", &tref);
+    let tref = lab.send_and_accept("2.50");
     // Both sides prepared: A's 250 held at OP1, the credit reserved at OP2; OP1 stops there.
     lab.wait_state(2, &tref, "prepared");
     lab.wait_state(1, &tref, "prepared");
@@ -699,8 +702,7 @@ fn t6_the_coordinator_killed_between_prepare_and_commit_finishes_after_a_restart
     assert_eq!(lab.ledger(1)["held"], 250);
     lab.kill_and_restart(1, &[]);
     // The restarted coordinator reads its log and finishes: both operations, exactly once.
-    lab.wait_state(1, &tref, "completed");
-    lab.wait_state(2, &tref, "completed");
+    both(&lab, &tref, "completed");
     assert_moved_250(&lab);
 }
 
@@ -768,8 +770,7 @@ fn t8_a_ticket_split_leaves_n_minus_m_and_gives_the_receiver_m_and_all_of_it_is_
     lab.order(0, "ticket", B, &["--ticket", "T-10", "--uses", "10"]);
     let (all, _) = lab.offer(1);
     lab.answer(1, "accept", &all);
-    lab.wait_state(1, &all, "aborted");
-    lab.wait_state(2, &all, "aborted");
+    both(&lab, &all, "aborted");
     assert_eq!(uses(&lab, 1, A), vec![("T-10".to_string(), 10)]);
     assert!(uses(&lab, 2, B).is_empty());
     // M = 3 of 10: 7 left, a new 3-use ticket for B.
@@ -778,8 +779,7 @@ fn t8_a_ticket_split_leaves_n_minus_m_and_gives_the_receiver_m_and_all_of_it_is_
     let tref = three["offers"][1]["tref"].as_str().unwrap().to_string();
     assert_eq!(three["offers"][1]["goods"]["uses"], 3, "{three}");
     lab.answer(1, "accept", &tref);
-    lab.wait_state(1, &tref, "completed");
-    lab.wait_state(2, &tref, "completed");
+    both(&lab, &tref, "completed");
     assert_eq!(uses(&lab, 1, A), vec![("T-10".to_string(), 7)]);
     let got = uses(&lab, 2, B);
     assert_eq!(got.len(), 1, "{got:?}");
@@ -803,8 +803,7 @@ fn t9_a_point_of_sale_bill_is_paid_once_accepted_and_an_altered_bill_debits_noth
     assert_eq!(offer["sender"], B);
     assert_eq!(offer["goods"]["amount"], 420);
     lab.answer(0, "accept", &tref);
-    lab.wait_state(1, &tref, "completed");
-    lab.wait_state(2, &tref, "completed");
+    both(&lab, &tref, "completed");
     assert_eq!((lab.balance(1, A), lab.balance(2, B)), (580, 420));
     // The point of sale changes its bill after the customer saw it: the hash no longer
     // matches at PREPARE, and nothing is debited.
@@ -840,26 +839,9 @@ fn the_recommended_mode_signs_orders_and_answers_on_the_tokens_and_refuses_a_pin
         },
     );
     // The seed's literal PIN in the SMS: refused by a server not in the lab mode.
-    lab.transfer(
-        0,
-        &[
-            "send",
-            "--from",
-            A,
-            "--via",
-            SN1,
-            "--to",
-            B,
-            "--amount",
-            "2.50",
-            "--pin-in-sms",
-            "1357",
-        ],
-    );
+    lab.send_with_pin(B, "1357");
     lab.inbox_until(0, notice_with("PINs in SMS are not accepted here"));
-    lab.send(B, "2.50");
-    let (tref, _) = lab.offer(1);
-    lab.answer(1, "accept", &tref);
+    lab.send_and_accept("2.50");
     assert_moved_250(&lab);
     let logs = lab.logs();
     assert!(!shows_pin(&logs, TOKEN_PIN), "{logs}");
@@ -877,9 +859,7 @@ fn one_operator_on_postgresql_keeps_the_same_ledger() {
             ..Setup::default()
         },
     );
-    lab.send(B, "2.50");
-    let (tref, _) = lab.offer(1);
-    lab.answer(1, "accept", &tref);
+    lab.send_and_accept("2.50");
     assert_moved_250(&lab);
     // A ticket split and a rejection on the same store: the other tables and paths.
     ok(&[
@@ -1065,8 +1045,6 @@ fn a_peer_added_while_the_operator_runs_is_used_without_a_restart() {
     lab.add_peer(1);
     // The worker reads the peer table again within about 5 s.
     std::thread::sleep(Duration::from_secs(6));
-    lab.send(B, "2.50");
-    let (tref, _) = lab.offer(1);
-    lab.answer(1, "accept", &tref);
+    lab.send_and_accept("2.50");
     assert_moved_250(&lab);
 }
