@@ -83,6 +83,36 @@ pub fn temp_path(name: &str) -> PathBuf {
     path
 }
 
+/// Where cargo builds: CARGO_TARGET_DIR (relative to the workspace, as cargo reads it) or
+/// target/.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| {
+            if d.is_absolute() {
+                d
+            } else {
+                workspace_root().join(d)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Builds the QEMU board's token firmware and returns its ELF. The board is a workspace of
+/// its own whose config puts its build in target/firmware; CARGO_TARGET_DIR would override
+/// that, so it is set to `<target dir>/firmware` explicitly, as scripts/qemu-token does.
+pub fn qemu_token_firmware() -> PathBuf {
+    let out = target_dir().join("firmware");
+    let built = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet", "--release"])
+        .env("CARGO_TARGET_DIR", &out)
+        .current_dir(workspace_root().join("firmware/boards/qemu-lm3s6965"))
+        .status()
+        .expect("run cargo build for the QEMU board");
+    assert!(built.success(), "building the QEMU board");
+    out.join("thumbv7m-none-eabi/release/simlab-token-qemu")
+}
+
 /// A card profile in fixtures/cards.
 pub fn profile(name: &str) -> PathBuf {
     workspace_root().join("fixtures/cards").join(name)

@@ -461,7 +461,7 @@ fn a_factory_token_refuses_apdus_until_personalised() {
     let o = token.simlab(&["card", "info", "--json"]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     assert!(text(&o).1.contains("not personalised"), "{:?}", text(&o));
-    let tool = target_dir().join("debug/examples/personalise");
+    let tool = simlab_hil::target_dir().join("debug/examples/personalise");
     let status = Command::new(tool)
         .args(["--profile", p(&profile(USIM)), "--serial", &token.serial])
         .status()
@@ -536,20 +536,6 @@ fn frame(kind: u8, seq: u8, payload: &[u8]) -> Vec<u8> {
     let crc = crc32(&f);
     f.extend_from_slice(&crc.to_be_bytes());
     f
-}
-
-/// Where cargo builds (CARGO_TARGET_DIR, as scripts/qemu-token honours it, or target/).
-fn target_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .map(|d| {
-            if d.is_absolute() {
-                d
-            } else {
-                workspace_root().join(d)
-            }
-        })
-        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn hex(bytes: &[u8]) -> String {

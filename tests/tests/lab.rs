@@ -462,14 +462,7 @@ fn the_firmware_token_under_qemu_joins_the_bench() {
         return;
     };
     // The board image, built as CI's firmware step builds it (a no-op when it is current).
-    let board = workspace_root().join("firmware/boards/qemu-lm3s6965");
-    let built = Command::new("cargo")
-        .args(["build", "--quiet", "--release"])
-        .current_dir(&board)
-        .status()
-        .unwrap();
-    assert!(built.success(), "building the QEMU board");
-    let elf = workspace_root().join("target/firmware/thumbv7m-none-eabi/release/simlab-token-qemu");
+    let elf = simlab_hil::qemu_token_firmware();
     let dir = state("token");
     let script = format!(
         "{simlab} --serial \"$SIMLAB_SERIAL\" card info --json; \

@@ -1246,15 +1246,7 @@ fn the_phones_token_on_the_firmware_under_qemu_signs() {
         return;
     }
     // The board image, built as CI's firmware step builds it (a no-op when it is current).
-    let board = simlab_hil::workspace_root().join("firmware/boards/qemu-lm3s6965");
-    let built = Command::new("cargo")
-        .args(["build", "--quiet", "--release"])
-        .current_dir(&board)
-        .status()
-        .unwrap();
-    assert!(built.success(), "building the QEMU board");
-    let elf = simlab_hil::workspace_root()
-        .join("target/firmware/thumbv7m-none-eabi/release/simlab-token-qemu");
+    let elf = simlab_hil::qemu_token_firmware();
     let w = World::start("qemu", Options::default());
     let directory_key = |w: &World| {
         let o = simlab(&["sign", "directory", "list", "--db", &w.db(), "--json"]);
