@@ -272,6 +272,10 @@ fn an_accepted_transfer_moves_once_and_an_unfunded_one_not_at_all() {
             .count()
     };
     assert_eq!((told(&net.op1, A), told(&net.op2, B)), (1, 1));
+    // Each with the balance after the transfer (B's credit and the notice are one step).
+    let done = |op: &Operator, n: &str| texts(op, n).into_iter().find(|t| t.contains("done:"));
+    assert!(done(&net.op1, A).unwrap().ends_with("; balance 7.50 EUR"));
+    assert!(done(&net.op2, B).unwrap().ends_with("; balance 2.50 EUR"));
 
     // 900 with 750 left (test 6): accepted, but the debit cannot be held — nothing moves.
     net.op1.handle_sms(&service_sms(A, order(900)));

@@ -952,7 +952,10 @@ impl Operator {
             .map_err(|e| e.to_string())
     }
 
-    fn done_text(&self, a: &Agent) -> String {
+    /// The "done" notice for this side's subscriber, with the balance after the transfer:
+    /// `pending` is a credit the same step is about to make (a debit is in the balance
+    /// already when the coordinator writes its notice).
+    fn done_text(&self, a: &Agent, pending: u64) -> String {
         let other = if a.local_number() == a.sender {
             &a.receiver
         } else {
@@ -968,10 +971,9 @@ impl Operator {
             && matches!(a.goods, Goods::Money { .. })
         {
             let left = Goods::Money {
-                amount: acc.balance,
+                amount: acc.balance.saturating_add(pending),
                 currency: acc.currency,
             };
-            // The amount after this step: a debit is already in the balance, a credit too.
             t.push_str(&format!("; balance {}", left.display()));
         }
         t
@@ -983,7 +985,7 @@ impl Operator {
         let path = format!("/v1/peer/transfers/{}/commit", hex(&a.tref));
         let _: serde_json::Value =
             client::post_json(&url, &path, &json!({})).map_err(|e| e.to_string())?;
-        let text = self.done_text(a);
+        let text = self.done_text(a, 0);
         self.store
             .step(
                 &a.tref,
@@ -1097,27 +1099,13 @@ impl Operator {
                 uses: *uses,
             },
         };
-        let mut text = self.done_text(a);
+        let credit = match &a.goods {
+            Goods::Money { amount, .. } => *amount,
+            Goods::Uses { .. } => 0,
+        };
+        let mut text = self.done_text(a, credit);
         if let Some(t) = &new_ticket {
             text.push_str(&format!(" (ticket {t})"));
-        }
-        // The balance in the notice is read before the credit: add it here.
-        if let (Goods::Money { amount, currency }, Ok(Some(acc))) =
-            (&a.goods, self.store.account(a.creditor_number()))
-        {
-            text = self.notice(
-                a,
-                &format!(
-                    "done: {} received from {}; balance {}",
-                    a.goods.display(),
-                    a.debtor_number(),
-                    Goods::Money {
-                        amount: acc.balance + amount,
-                        currency: currency.clone(),
-                    }
-                    .display()
-                ),
-            );
         }
         self.store.step(
             &a.tref,
