@@ -18,6 +18,7 @@ use simlab_card::transport::Link;
 use simlab_card::transport::inproc::InProcess;
 use simlab_modem::OpenOptions;
 use simlab_modem::backend::{AtBackend, SmsBackend};
+use simlab_services::bytes::{hex, unhex};
 use simlab_services::http::Role;
 use simlab_services::http::client::{self, Answer, Url};
 use simlab_services::http::server::{Limits, Stop};
@@ -27,7 +28,7 @@ use simlab_services::roaming::keys::SigningKey;
 use simlab_services::sign::phone::{self, Decision};
 use simlab_services::sign::service::{Config, Signing};
 use simlab_services::sign::store::{Store, User};
-use simlab_services::sign::{self as seed, hex};
+use simlab_services::sign::{self as seed};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -369,7 +370,7 @@ impl World {
             let pushes = self.deliver()?;
             ensure(pushes.len() == 1, "one push")?;
         }
-        let id: [u8; 16] = seed::unhex(&tx)
+        let id: [u8; 16] = unhex(&tx)
             .and_then(|k| k.try_into().ok())
             .unwrap_or_default();
         let pin = pad_pin(TOKEN_PIN).unwrap_or_default();
@@ -476,7 +477,7 @@ pub fn chapter(out: &Output, first: usize) -> Result<Value> {
         page_state == "completed",
         &format!("the PC page shows {page_state}"),
     )?;
-    let key: [u8; 16] = seed::unhex(&tx)
+    let key: [u8; 16] = unhex(&tx)
         .and_then(|k| k.try_into().ok())
         .unwrap_or_default();
     let row = w

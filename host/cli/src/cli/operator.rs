@@ -8,12 +8,13 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 use simlab_card::error::{Error, Result};
 use simlab_modem::backend::{AtBackend, NullBackend, SmsBackend};
+use simlab_services::bytes::hex;
 use simlab_services::http::Role;
 use simlab_services::http::server::{Limits, Server, Stop};
 use simlab_services::http::tls::{ClientTls, ServerTls};
 use simlab_services::pki::x509::Certificate;
 use simlab_services::transfer::messages::{self, Service};
-use simlab_services::transfer::service::{Config, Fault, Operator, hex};
+use simlab_services::transfer::service::{Config, Fault, Operator};
 use simlab_services::transfer::store::{PeerRow, State, Store, StoreError, Subscription, Ticket};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -388,7 +389,7 @@ fn subscribe(out: &Output, global: &Global, a: &SubscribeArgs) -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
     let public_key = if let Some(h) = &a.public_key {
         Some(
-            simlab_services::roaming::unhex(h)
+            simlab_services::bytes::unhex(h)
                 .filter(|k| simlab_card::token::PublicKey::from_sec1(k).is_ok())
                 .ok_or_else(|| {
                     Error::arg(
@@ -646,7 +647,7 @@ fn agents(out: &Output, db: &str, all: bool, tref: Option<&str>) -> Result<i32> 
     let e = |e| store_error("--db", e);
     let list = match tref {
         Some(t) => {
-            let t: [u8; 8] = simlab_services::roaming::unhex(t)
+            let t: [u8; 8] = simlab_services::bytes::unhex(t)
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| Error::arg("--tref", format!("{t:?} is not 16 hex digits")))?;
             store.agent(&t).map_err(e)?.into_iter().collect()

@@ -7,11 +7,12 @@ use super::{Global, Output};
 use clap::Subcommand;
 use serde_json::json;
 use simlab_card::error::{Error, Result};
+use simlab_services::bytes::hex;
 use simlab_services::http::client::Url;
 use simlab_services::http::tls::ClientTls;
 use simlab_services::pki::restrictions::money;
 use simlab_services::roaming::shop::{Order, shop};
-use simlab_services::roaming::{RequestType, check_method, hex};
+use simlab_services::roaming::{RequestType, check_method};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -123,7 +124,7 @@ pub fn run(out: &Output, global: &Global, cmd: &RoamCommand) -> Result<i32> {
         &a.save_cms,
         o.home.get("cms_der_hex").and_then(|v| v.as_str()),
     ) {
-        let der = simlab_services::roaming::unhex(cms).unwrap_or_default();
+        let der = simlab_services::bytes::unhex(cms).unwrap_or_default();
         std::fs::write(path, der).map_err(|source| Error::Io {
             context: format!("writing {}", path.display()),
             source,

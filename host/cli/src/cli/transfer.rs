@@ -11,10 +11,10 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 use simlab_card::error::{Error, Result};
 use simlab_modem::backend::{AtBackend, SendOptions, SmsBackend};
+use simlab_services::bytes::hex;
 use simlab_services::transfer::messages::{
     self, Answer, Auth, Goods, Message, Offer, Order, Response, SERVICE_PID, Service,
 };
-use simlab_services::transfer::service::hex;
 use simlab_sms::Address;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -386,7 +386,7 @@ fn inbox(out: &Output, global: &Global, a: &InboxArgs) -> Result<i32> {
     for o in &offers {
         if let Some(Ok(Message::Offer(offer))) = o["offer"]
             .as_str()
-            .and_then(simlab_services::roaming::unhex)
+            .and_then(simlab_services::bytes::unhex)
             .map(|b| Message::decode(&b))
         {
             text.push_str(&offer_text(&offer));
@@ -437,7 +437,7 @@ fn answer(out: &Output, global: &Global, a: &AnswerArgs, what: &str) -> Result<i
         })?;
     let Some(Ok(Message::Offer(offer))) = found["offer"]
         .as_str()
-        .and_then(simlab_services::roaming::unhex)
+        .and_then(simlab_services::bytes::unhex)
         .map(|b| Message::decode(&b))
     else {
         return Err(Error::arg("--inbox", "the kept offer no longer decodes"));

@@ -9,6 +9,7 @@
 //! A certificate that is offered must verify, or the handshake fails and the log names it.
 
 use super::Peer;
+use crate::bytes::hex;
 use der::Decode;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
@@ -330,8 +331,4 @@ pub fn describe(der: &[u8]) -> Option<String> {
         tbs.subject(),
         hex(tbs.serial_number().as_bytes())
     ))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

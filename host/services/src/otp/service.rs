@@ -24,6 +24,7 @@
 use super::msisdn::{self, masked};
 use super::store::{Certificate, Entry, Item, Session, Store, StoreError};
 use super::{MAX_FAILURES, check_currency, check_payee, format_amount};
+use crate::bytes::hex;
 use crate::http::client::{self, Url};
 use crate::http::{ApiError, Request, Response};
 use hmac::{Hmac, KeyInit, Mac};
@@ -255,10 +256,6 @@ fn store_err(e: StoreError) -> ApiError {
             ApiError::unavailable("store_unavailable", other.to_string())
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {

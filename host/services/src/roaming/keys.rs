@@ -31,7 +31,11 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SigningKey(public {})", super::hex(self.public_point()))
+        write!(
+            f,
+            "SigningKey(public {})",
+            crate::bytes::hex(self.public_point())
+        )
     }
 }
 

@@ -11,9 +11,10 @@
 //! | [`SecurityResult`] | `simlab-roam-security-result-v1` | H-MeC | Fig 5 15, Fig 6 17 |
 //! | [`PaymentOutcome`] | `simlab-roam-payment-outcome-v1` | V-MeC | Fig 6 21 |
 
-use super::wire::{Reader, WireError, enc};
-use super::{RequestType, check_method, check_name, hex, unhex};
+use super::{RequestType, check_method, check_name};
+use crate::bytes::{hex, unhex};
 use crate::router;
+use crate::wire::{Reader, WireError, enc};
 use serde::{Deserialize, Serialize};
 
 pub const CONTRACT_LABEL: &str = "simlab-roam-contract-v1";
@@ -444,7 +445,7 @@ pub mod hex16 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(b: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::hex(b))
+        s.serialize_str(&crate::bytes::hex(b))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
@@ -453,7 +454,7 @@ pub mod hex16 {
     }
 
     pub fn parse(s: &str) -> Option<[u8; 16]> {
-        super::unhex(s)?.try_into().ok()
+        crate::bytes::unhex(s)?.try_into().ok()
     }
 }
 

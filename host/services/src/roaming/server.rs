@@ -23,7 +23,8 @@ use super::messages::{
     hex16,
 };
 use super::store::{ContractRow, Partner, Side, Store, StoreError};
-use super::{RequestType, check_method, common_methods, hex, random16, unhex};
+use super::{RequestType, check_method, common_methods};
+use crate::bytes::{hex, random16, unhex};
 use crate::http::client::{self, ClientError, Url};
 use crate::http::tls::ClientTls;
 use crate::http::{ApiError, Peer, Request, Response, Role};

@@ -145,7 +145,7 @@ pub fn shop(
     let bytes = shown
         .get("bytes")
         .and_then(Value::as_str)
-        .and_then(super::unhex)
+        .and_then(crate::bytes::unhex)
         .ok_or_else(|| ShopError::Contract("the home server sent no contract bytes".into()))?;
     let contract = Contract::decode(&bytes).map_err(|e| ShopError::Contract(e.to_string()))?;
     check(&contract, &id, order)?;
@@ -180,7 +180,7 @@ pub fn shop(
             let first: Value = client::post_json(
                 &home,
                 &result_path,
-                &json!({"msisdn": order.msisdn, "signature": super::hex(&signature)}),
+                &json!({"msisdn": order.msisdn, "signature": crate::bytes::hex(&signature)}),
             )?;
             if contract.request_type == RequestType::DigitalSignature {
                 say("authenticated; the home server signs on the user's behalf");

@@ -18,6 +18,7 @@ pub mod service;
 pub mod store;
 mod web;
 
+use crate::bytes::{hex, unhex};
 pub use simlab_applet::token::request::{RequestError, SignRequest};
 
 /// How long a phone has to sign once the PC approved (the seed's 120 s wait, step 222).
@@ -144,14 +145,6 @@ pub fn parse_push(text: &str) -> Option<([u8; 16], String)> {
     let code = rest.strip_prefix("code ")?.get(..7)?;
     let tx: [u8; 16] = unhex(tx)?.try_into().ok()?;
     Some((tx, code.to_string()))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    crate::roaming::hex(bytes)
-}
-
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    crate::roaming::unhex(s)
 }
 
 /// An argon2id verifier (PHC string, random salt) of a web password.

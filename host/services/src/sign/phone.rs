@@ -7,7 +7,8 @@
 //! Nothing the SMS says is shown as fact: it only names a transaction; a push whose code is
 //! not the request's own correlator is refused.
 
-use super::{SignRequest, TxState, hex, unhex};
+use super::{SignRequest, TxState};
+use crate::bytes::{hex, unhex};
 use crate::http::client::{self, ClientError, Url};
 use crate::roaming::keys::verify_by_certificate;
 use serde_json::{Value, json};

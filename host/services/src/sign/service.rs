@@ -27,7 +27,8 @@
 //! `SameSite=Strict`; only a SHA-256 of its value is stored.
 
 use super::store::{Store, StoreError, Tx, User};
-use super::{SignRequest, TxState, hex, unhex, web};
+use super::{SignRequest, TxState, web};
+use crate::bytes::{hex, random16, unhex};
 use crate::http::server::{Handler, Limits, blocking_router};
 use crate::http::{ApiError, Request, Response, Role};
 use crate::roaming::keys::SigningKey;
@@ -369,8 +370,8 @@ impl Signing {
 
     /// A new session for `user`: the cookie, and back to the home page.
     fn start_session(&self, user: &str) -> Result<Response, Response> {
-        let raw = [crate::roaming::random16(), crate::roaming::random16()].concat();
-        let csrf = hex(&crate::roaming::random16());
+        let raw = [random16(), random16()].concat();
+        let csrf = hex(&random16());
         let hash: [u8; 32] = Sha256::digest(&raw).into();
         self.store
             .add_session(&hash, user, &csrf, super::now() + self.config.session_ttl)
@@ -449,7 +450,7 @@ impl Signing {
             ));
         }
         let tx = Tx {
-            id: crate::roaming::random16(),
+            id: random16(),
             user_id: s.user.clone(),
             state: TxState::Prepared,
             amount,
@@ -822,9 +823,7 @@ impl Signing {
 /// An argon2id verifier of nothing anyone knows, for log-ins of unknown users.
 fn dummy_verifier() -> &'static str {
     static V: OnceLock<String> = OnceLock::new();
-    V.get_or_init(|| {
-        super::password_verifier(&hex(&crate::roaming::random16())).unwrap_or_default()
-    })
+    V.get_or_init(|| super::password_verifier(&hex(&random16())).unwrap_or_default())
 }
 
 /// `GET /transactions/<id>/wait`: holds the browser until the phone answered (or

@@ -87,7 +87,7 @@ pub fn home(user: &str, csrf: &str, txs: &[Tx], error: Option<&str>) -> String {
     for t in txs {
         rows.push_str(&format!(
             "<tr><td><a href=\"/transactions/{id}\">{summary}</a></td><td>{amount}</td><td>{state}</td></tr>",
-            id = super::hex(&t.id),
+            id = crate::bytes::hex(&t.id),
             summary = esc(&t.summary),
             amount = esc(&format_amount(t.amount, &t.currency)),
             state = t.state.as_str(),
@@ -118,7 +118,7 @@ pub fn home(user: &str, csrf: &str, txs: &[Tx], error: Option<&str>) -> String {
 
 /// The transaction page; `wait` adds the self-refresh to the long poll.
 pub fn transaction(user: &str, csrf: &str, t: &Tx, error: Option<&str>) -> String {
-    let id = super::hex(&t.id);
+    let id = crate::bytes::hex(&t.id);
     let error = error
         .map(|e| format!("<p class=\"error\" id=\"error\">{}</p>", esc(e)))
         .unwrap_or_default();

@@ -1,7 +1,7 @@
 //! The service messages of seed 003 that travel by SMS: M1 (the order a subscriber sends to
 //! its operator, step 100), M3 (the offer an operator shows the other party, 115/120) and M4
 //! (that party's answer, 130). Each is 8-bit data with TP-PID [`SERVICE_PID`], the body
-//! enc([`LABEL`], kind, fields…) as every signed structure of simlab (`roaming::wire`).
+//! enc([`LABEL`], kind, fields…) as every signed structure of simlab (`crate::wire`).
 //!
 //! M1 and M4 end with their authentication: the token's ECDSA signature over every byte
 //! before it (the recommended mode: the card checked the PIN, the token signed), or the
@@ -14,7 +14,7 @@
 //! `decode(b)?.encode() == b` and one message has one meaning; every field is bounded, so no
 //! body needs more than three SMS parts.
 
-use crate::roaming::wire::{Reader, WireError, enc};
+use crate::wire::{Reader, WireError, enc};
 use sha2::{Digest, Sha256};
 use std::fmt;
 

@@ -19,6 +19,7 @@ use super::messages::{
     Answer, Auth, Goods, Message, Offer, Order, Response, SERVICE_PID, Service, TRef,
 };
 use super::store::{Agent, Effects, Operation, PeerRow, Side, State, Step, Store, StoreError};
+use crate::bytes::hex;
 use crate::http::client::{self, ClientError, Url};
 use crate::http::tls::ClientTls;
 use crate::http::{ApiError, Request, Response as HttpResponse, Role};
@@ -118,12 +119,8 @@ pub struct Operator {
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
-pub fn hex(b: &[u8]) -> String {
-    crate::roaming::hex(b)
-}
-
 fn tref_of(s: &str) -> Result<TRef, ApiError> {
-    crate::roaming::unhex(s)
+    crate::bytes::unhex(s)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| ApiError::bad_request("bad_tref", format!("{s:?} is not 16 hex digits")))
 }
@@ -134,7 +131,7 @@ fn store_error(e: StoreError) -> ApiError {
 
 /// A new T-REF: 8 random bytes.
 pub fn new_tref() -> TRef {
-    let r = crate::roaming::random16();
+    let r = crate::bytes::random16();
     let mut t = [0u8; 8];
     t.copy_from_slice(&r[..8]);
     t
@@ -1220,7 +1217,7 @@ impl Operator {
         let peer = self.calling_peer(req)?;
         let body: Request2 = req.json()?;
         let tref = tref_of(&body.tref)?;
-        let bytes = crate::roaming::unhex(&body.offer)
+        let bytes = crate::bytes::unhex(&body.offer)
             .ok_or_else(|| ApiError::bad_request("bad_offer", "the offer is not hex"))?;
         let offer = match Message::decode(&bytes) {
             Ok(Message::Offer(o)) if o.tref == tref => o,
