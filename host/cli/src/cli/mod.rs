@@ -9,6 +9,7 @@ mod demo;
 mod demo_otp;
 mod demo_roaming;
 mod demo_sign;
+mod demo_transfer;
 mod emulate;
 mod emulate_modem;
 mod gateway;

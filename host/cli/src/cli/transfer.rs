@@ -321,7 +321,7 @@ fn offer_json(o: &Offer, from: &str) -> Value {
     })
 }
 
-fn offer_text(o: &Offer) -> String {
+pub(super) fn offer_text(o: &Offer) -> String {
     let what = match o.service {
         Service::Bill => format!("{} bills you {}", o.sender, o.goods.display()),
         _ => format!("{} offers you {}", o.sender, o.goods.display()),
