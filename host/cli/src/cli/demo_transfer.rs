@@ -675,8 +675,10 @@ impl World {
     }
 
     /// One accepted transfer of `amount` from A to B, from the order to both notices.
-    pub(super) fn pay_round(&mut self, amount: u64) -> Result<()> {
-        self.order(Service::Pay, money(amount), "bench")?;
+    /// Each order's note differs: the same M1 twice (same second, same deterministic
+    /// signature) is a repeated order the service node ignores, by design.
+    pub(super) fn pay_round(&mut self, amount: u64, round: usize) -> Result<()> {
+        self.order(Service::Pay, money(amount), &format!("bench {round}"))?;
         let offer = self.next_offer()?;
         self.answer(&offer, Response::Accept)?;
         let o = self.settle(&offer.tref)?;

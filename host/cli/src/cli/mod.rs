@@ -34,6 +34,8 @@ mod sign_bench;
 mod sms;
 mod token;
 mod transfer;
+#[cfg(feature = "bench")]
+mod transfer_bench;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
