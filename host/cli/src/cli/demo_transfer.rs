@@ -677,6 +677,7 @@ impl World {
     /// One accepted transfer of `amount` from A to B, from the order to both notices.
     /// Each order's note differs: the same M1 twice (same second, same deterministic
     /// signature) is a repeated order the service node ignores, by design.
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     pub(super) fn pay_round(&mut self, amount: u64, round: usize) -> Result<()> {
         self.order(Service::Pay, money(amount), &format!("bench {round}"))?;
         let offer = self.next_offer()?;
@@ -691,6 +692,7 @@ impl World {
     }
 
     /// Drops what the phones were told so far (a bench keeps no history).
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     pub(super) fn forget(&mut self) {
         for p in [&mut self.a, &mut self.b] {
             p.offers.clear();
@@ -710,8 +712,14 @@ pub(super) fn money(amount: u64) -> Goods {
     }
 }
 
+/// Both sides' final states, and why, for a failed check.
 fn state_pair(o: &Outcome) -> String {
-    format!("{} / {}", o.states.0.as_str(), o.states.1.as_str())
+    format!(
+        "{} / {} ({})",
+        o.states.0.as_str(),
+        o.states.1.as_str(),
+        o.cause.as_deref().unwrap_or("no cause recorded")
+    )
 }
 
 pub fn chapter(out: &Output, first: usize) -> Result<Value> {
