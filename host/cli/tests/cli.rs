@@ -356,6 +356,10 @@ fn the_demo_runs_and_summarises() {
             .is_some_and(|s| s.starts_with("30")),
         "the seed-002 chapter signed: {v}"
     );
+    assert_eq!(
+        v["transfer"]["accepted"]["state"], "completed",
+        "the seed-003 chapter ran: {v}"
+    );
     let o = simlab(&["demo"]);
     assert!(text(&o).0.contains("A double submission is rejected"));
     assert!(
@@ -380,6 +384,42 @@ fn demo_sign_tells_seed_002_on_its_own() {
     let out = text(&o).0;
     assert!(
         out.contains("declined on the phone") && out.contains("Everything checked"),
+        "{out}"
+    );
+}
+
+/// Seed 003 on its own: each of the four transfers ended as told on both operators, the
+/// ledgers add up, and the text tells the expiry and the ticket split.
+#[test]
+fn demo_transfer_tells_seed_003_on_its_own() {
+    let o = simlab(&["demo", "transfer", "--json"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v = json(&o)["transfer"].clone();
+    assert_eq!(v["mode"], "token", "{v}");
+    assert_eq!(v["accepted"]["state"], "completed", "{v}");
+    assert_eq!(v["accepted"]["balances"]["a"], 750, "{v}");
+    assert_eq!(v["accepted"]["balances"]["b"], 250, "{v}");
+    assert_eq!(v["accepted"]["settlement"], 250, "{v}");
+    assert_eq!(v["rejected"]["state"], "rejected", "{v}");
+    assert_eq!(v["expired"]["state"], "expired", "{v}");
+    assert_eq!(v["ticket"]["state"], "completed", "{v}");
+    assert_eq!(v["ticket"]["left"], 7, "{v}");
+    assert_eq!(v["ticket"]["new_uses"], 3, "{v}");
+    assert_eq!(v["ledgers_balanced"], true, "{v}");
+    for key in ["accepted", "rejected", "expired", "ticket"] {
+        assert_eq!(
+            v[key]["tref"].as_str().map(str::len),
+            Some(16),
+            "{key}: {v}"
+        );
+    }
+    let o = simlab(&["demo", "transfer"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("7 uses left")
+            && out.contains("expired")
+            && out.contains("Everything checked"),
         "{out}"
     );
 }

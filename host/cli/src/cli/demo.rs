@@ -53,7 +53,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub pcscd: bool,
     /// Tell one chapter only: `roaming` (seed 001: roaming m-commerce between three
-    /// operators), `sign` (seed 002: prepare on a PC, sign on the phone's token), `otp`
+    /// operators), `sign` (seed 002: prepare on a PC, sign on the phone's token), `transfer`
+    /// (seed 003: transfers between two operators by SMS, both operations or neither), `otp`
     /// (seed 004: one-time secrets over a second channel).
     #[arg(value_enum, value_name = "CHAPTER")]
     pub chapter: Option<Chapter>,
@@ -64,6 +65,7 @@ pub struct DemoArgs {
 pub enum Chapter {
     Roaming,
     Sign,
+    Transfer,
     Otp,
 }
 
@@ -355,6 +357,9 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
     match args.chapter {
         Some(Chapter::Roaming) => return alone(out, "roaming", super::demo_roaming::chapter),
         Some(Chapter::Sign) => return alone(out, "sign", super::demo_sign::chapter),
+        Some(Chapter::Transfer) => {
+            return alone(out, "transfer", super::demo_transfer::chapter);
+        }
         Some(Chapter::Otp) => return alone(out, "otp", super::demo_otp::chapter),
         None => {}
     }
@@ -846,6 +851,7 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
     let roaming = super::demo_roaming::chapter(out, 11)?;
     let otp = super::demo_otp::chapter(out, 16)?;
     let sign = super::demo_sign::chapter(out, 17)?;
+    let transfer = super::demo_transfer::chapter(out, 21)?;
 
     let accepted = billing_results
         .iter()
@@ -884,6 +890,7 @@ pub fn run(out: &Output, args: &DemoArgs) -> Result<i32> {
             "roaming": roaming,
             "otp": otp,
             "sign": sign,
+            "transfer": transfer,
         }),
     )?;
     Ok(0)

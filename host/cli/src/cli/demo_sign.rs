@@ -361,6 +361,8 @@ impl World {
     }
 }
 
+// The rounds `simlab sign bench` times: unused in a build without the bench.
+#[cfg_attr(not(feature = "bench"), allow(dead_code))]
 impl World {
     /// One whole transaction: prepare, approve, the push (if there are modems), the phone
     /// checks and signs, the PC page shows completed.

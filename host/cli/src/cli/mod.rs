@@ -9,6 +9,7 @@ mod demo;
 mod demo_otp;
 mod demo_roaming;
 mod demo_sign;
+mod demo_transfer;
 mod emulate;
 mod emulate_modem;
 mod gateway;
@@ -33,6 +34,8 @@ mod sign_bench;
 mod sms;
 mod token;
 mod transfer;
+#[cfg(feature = "bench")]
+mod transfer_bench;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;

@@ -42,6 +42,11 @@ T-REF; notices from the operators (done, not done, refused) are printed as they 
     Reject(AnswerArgs),
     /// Put an offer off (--until SECONDS from now).
     Postpone(AnswerArgs),
+    /// Benchmark: coordinated transfers per second between two operators (scripts/bench
+    /// transfer).
+    #[cfg(feature = "bench")]
+    #[command(hide = true)]
+    Bench(super::transfer_bench::BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -135,6 +140,8 @@ pub fn run(out: &Output, global: &Global, cmd: &TransferCommand) -> Result<i32> 
         TransferCommand::Accept(a) => answer(out, global, a, "accept"),
         TransferCommand::Reject(a) => answer(out, global, a, "reject"),
         TransferCommand::Postpone(a) => answer(out, global, a, "postpone"),
+        #[cfg(feature = "bench")]
+        TransferCommand::Bench(a) => super::transfer_bench::run(out, a),
     }
 }
 
@@ -321,7 +328,7 @@ fn offer_json(o: &Offer, from: &str) -> Value {
     })
 }
 
-fn offer_text(o: &Offer) -> String {
+pub(super) fn offer_text(o: &Offer) -> String {
     let what = match o.service {
         Service::Bill => format!("{} bills you {}", o.sender, o.goods.display()),
         _ => format!("{} offers you {}", o.sender, o.goods.display()),
