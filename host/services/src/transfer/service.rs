@@ -117,7 +117,15 @@ pub struct Operator {
     table: RwLock<(PrefixRouter<String>, HashMap<String, PeerRow>)>,
     sms: Mutex<Box<dyn SmsBackend>>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Peers that could not be reached a moment ago, until when, and why. The worker drives
+    /// agents one after another: without this, every agent of a silent peer would cost its
+    /// own `peer_timeout` per round and hold up the transfers with every other peer.
+    down: Mutex<HashMap<String, (std::time::Instant, String)>>,
 }
+
+/// How long a peer that could not be reached is not called again (its agents' steps fail at
+/// once in the meantime, so their deadlines still run).
+const DOWN_FOR: Duration = Duration::from_secs(10);
 
 fn tref_of(s: &str) -> Result<TRef, ApiError> {
     crate::bytes::unhex(s)
@@ -145,6 +153,7 @@ impl Operator {
             table: RwLock::new((PrefixRouter::new(), HashMap::new())),
             sms: Mutex::new(sms),
             clock: Box::new(crate::pki::now),
+            down: Mutex::new(HashMap::new()),
         };
         op.reload()?;
         Ok(op)
@@ -633,6 +642,42 @@ impl Operator {
         Ok((peer, url))
     }
 
+    /// One call on channel 121 to the agent's peer, unless that peer was unreachable less
+    /// than [`DOWN_FOR`] ago: then the same kind of error at once, without the network.
+    fn call<T>(
+        &self,
+        a: &Agent,
+        f: impl FnOnce() -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let now = std::time::Instant::now();
+        {
+            let down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((until, why)) = down.get(&a.peer)
+                && now < *until
+            {
+                return Err(ClientError::Connect {
+                    addr: a.peer.clone(),
+                    source: std::io::Error::other(format!("not tried again yet: {why}")),
+                });
+            }
+        }
+        let got = f();
+        let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        match &got {
+            Err(
+                e
+                @ (ClientError::Connect { .. } | ClientError::Tls { .. } | ClientError::Io { .. }),
+            ) => {
+                tracing::warn!(peer = %a.peer, error = %e, "peer unreachable; its agents wait");
+                down.insert(a.peer.clone(), (now + DOWN_FOR, e.to_string()));
+            }
+            _ => {
+                down.remove(&a.peer);
+            }
+        }
+        got
+    }
+
     fn notice(&self, a: &Agent, what: &str) -> String {
         format!("simlab-transfer {}: {what}", hex(&a.tref))
     }
@@ -645,7 +690,7 @@ impl Operator {
             offer: hex(a.offer.as_deref().unwrap_or_default()),
         };
         let sent: Result<serde_json::Value, ClientError> =
-            client::post_json(&url, "/v1/peer/transfers", &body);
+            self.call(a, || client::post_json(&url, "/v1/peer/transfers", &body));
         let (to, effects, why) = match sent {
             Ok(_) => (
                 State::AwaitingAnswer,
@@ -791,7 +836,8 @@ impl Operator {
         let (_, url) = self.peer_of(a)?;
         let path = format!("/v1/peer/transfers/{}/answer", hex(&a.tref));
         let body = Forwarded { response, expired };
-        let sent: Result<serde_json::Value, ClientError> = client::post_json(&url, &path, &body);
+        let sent: Result<serde_json::Value, ClientError> =
+            self.call(a, || client::post_json(&url, &path, &body));
         if let Err(e) = sent
             && !matches!(&e, ClientError::Status(s) if s.status == 409)
         {
@@ -888,7 +934,8 @@ impl Operator {
         let body = Prepare {
             offer_hash: hex(&a.offer_hash.unwrap_or_default()),
         };
-        let vote: Result<serde_json::Value, ClientError> = client::post_json(&url, &path, &body);
+        let vote: Result<serde_json::Value, ClientError> =
+            self.call(a, || client::post_json(&url, &path, &body));
         match vote {
             Ok(_) => {
                 if self.config.fault == Some(Fault::StallAfterPrepare) {
@@ -980,8 +1027,9 @@ impl Operator {
     fn send_commit(&self, a: &Agent, now: u64) -> Result<(), String> {
         let (_, url) = self.peer_of(a)?;
         let path = format!("/v1/peer/transfers/{}/commit", hex(&a.tref));
-        let _: serde_json::Value =
-            client::post_json(&url, &path, &json!({})).map_err(|e| e.to_string())?;
+        let _: serde_json::Value = self
+            .call(a, || client::post_json(&url, &path, &json!({})))
+            .map_err(|e| e.to_string())?;
         let text = self.done_text(a, 0);
         self.store
             .step(
@@ -1012,7 +1060,8 @@ impl Operator {
             reason: cause.clone(),
             state: end.as_str().into(),
         };
-        let sent: Result<serde_json::Value, ClientError> = client::post_json(&url, &path, &body);
+        let sent: Result<serde_json::Value, ClientError> =
+            self.call(a, || client::post_json(&url, &path, &body));
         match sent {
             Ok(_) => {}
             Err(ClientError::Status(e)) if e.status == 404 => {}
@@ -1043,7 +1092,8 @@ impl Operator {
     fn ask_coordinator(&self, a: &Agent, now: u64) -> Result<(), String> {
         let (_, url) = self.peer_of(a)?;
         let path = format!("/v1/peer/transfers/{}", hex(&a.tref));
-        let said: Result<serde_json::Value, ClientError> = client::get_json(&url, &path);
+        let said: Result<serde_json::Value, ClientError> =
+            self.call(a, || client::get_json(&url, &path));
         let state = match said {
             Ok(v) => v["state"].as_str().and_then(State::parse),
             Err(ClientError::Status(e)) if e.status == 404 => None,
