@@ -100,8 +100,12 @@ fn number_arg(flag: &str, n: &str) -> Result<String> {
     smsc::normalize(n).map_err(|e| Error::arg(flag, e.0))
 }
 
-fn default_sim() -> Result<Profile> {
-    Profile::parse(Path::new("(built-in modem SIM)"), DEFAULT_SIM)
+/// The built-in SIM for a modem given by its number: EF_MSISDN says that number, so a
+/// program reading the SIM (not only `AT+CNUM`) sees the phone it talks to.
+fn default_sim(number: &str) -> Result<Profile> {
+    let mut sim = Profile::parse(Path::new("(built-in modem SIM)"), DEFAULT_SIM)?;
+    sim.msisdn = Some(number.to_string());
+    Ok(sim)
 }
 
 fn plan(args: &EmulateSmscArgs) -> Result<(Vec<Planned>, Config)> {
@@ -116,7 +120,9 @@ fn plan(args: &EmulateSmscArgs) -> Result<(Vec<Planned>, Config)> {
         let (link, what) = split_link("--phone", p)?;
         let looks_like_number = what.starts_with('+') || what.bytes().all(|b| b.is_ascii_digit());
         let (number, sim) = if looks_like_number {
-            (number_arg("--phone", what)?, default_sim()?)
+            let number = number_arg("--phone", what)?;
+            let sim = default_sim(&number)?;
+            (number, sim)
         } else {
             let sim = Profile::load(Path::new(what))?;
             let Some(msisdn) = sim.msisdn.clone() else {
@@ -146,10 +152,11 @@ fn plan(args: &EmulateSmscArgs) -> Result<(Vec<Planned>, Config)> {
             .split(',')
             .map(|p| smsc::parse_prefix(p.trim()).map_err(|e| Error::arg("--node", e.0)))
             .collect::<Result<Vec<_>>>()?;
+        let number = number_arg("--node", number)?;
         planned.push(Planned {
             link: link.into(),
-            number: number_arg("--node", number)?,
-            sim: default_sim()?,
+            sim: default_sim(&number)?,
+            number,
             prefixes,
         });
     }
@@ -373,5 +380,43 @@ fn log_network_event(event: SmscEvent) {
             tracing::info!("status report to {to}: mr {mr}, status {status:02x}")
         }
         SmscEvent::Warning(w) => tracing::warn!("{w}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EmulateSmscArgs,
+    }
+
+    #[test]
+    fn a_modem_given_by_its_number_has_that_number_on_its_sim() {
+        let cli = Cli::parse_from([
+            "smsc",
+            "--phone",
+            "/tmp/a=+491711000001",
+            "--phone",
+            "/tmp/b=+491722000002",
+            "--node",
+            "/tmp/sn=+491710000000:+49171",
+        ]);
+        let (planned, _) = plan(&cli.args).unwrap();
+        let numbers: Vec<(&str, Option<&str>)> = planned
+            .iter()
+            .map(|p| (p.number.as_str(), p.sim.msisdn.as_deref()))
+            .collect();
+        assert_eq!(
+            numbers,
+            [
+                ("+491711000001", Some("+491711000001")),
+                ("+491722000002", Some("+491722000002")),
+                ("+491710000000", Some("+491710000000")),
+            ]
+        );
     }
 }
