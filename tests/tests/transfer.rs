@@ -581,8 +581,30 @@ fn t1_t10_a_transfer_accepted_by_the_receiver_moves_the_money_once_and_the_ledge
 #[test]
 fn t2_t3_t4_t7_a_wrong_pin_an_unsubscribed_receiver_a_third_number_and_a_rejection_move_nothing() {
     let lab = lab("transfer-refusals");
-    // Test 2: a wrong PIN1 — an error SMS to A, no M2, no M3.
-    lab.send_with_pin(B, "9999");
+    // Test 2: a wrong PIN1 — an error SMS to A, no M2, no M3. The PIN from the environment
+    // (`env:NAME`), as a lab script would keep it out of the process list.
+    let o = simlab_hil::run_cmd(
+        Command::new(simlab_bin())
+            .args([
+                "--modem",
+                &lab.links[0],
+                "transfer",
+                "send",
+                "--from",
+                A,
+                "--via",
+                SN1,
+                "--to",
+                B,
+                "--amount",
+                "1.00",
+                "--pin-in-sms",
+                "env:SIMLAB_TEST_PIN",
+            ])
+            .env("SIMLAB_TEST_PIN", "9999"),
+        T,
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
     lab.inbox_until(0, notice_with("order refused: wrong PIN"));
     // Test 3: the receiver is not subscribed at OP2 — M2 rejected, A is told.
     lab.send("+491722000003", "1.00");

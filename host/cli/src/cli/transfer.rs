@@ -51,10 +51,12 @@ T-REF; notices from the operators (done, not done, refused) are printed as they 
 
 #[derive(clap::Args, Debug)]
 pub struct AuthArgs {
-    /// The token PIN: the card checks it, then the token signs the message.
+    /// The token PIN: the card checks it, then the token signs the message (`-`: read from
+    /// stdin; `env:NAME`: from the environment).
     #[arg(long, value_name = "PIN", conflicts_with = "pin_in_sms")]
     pin: Option<String>,
-    /// Lab mode: the service PIN travels in the SMS (the seed's literal PIN1/PIN2).
+    /// Lab mode: the service PIN travels in the SMS (the seed's literal PIN1/PIN2); `-` and
+    /// `env:NAME` as for --pin.
     #[arg(long, value_name = "PIN")]
     pin_in_sms: Option<String>,
     #[arg(long, value_name = "FILE", long_help = STATE_HELP, value_parser = crate::cli::file_arg)]
@@ -175,8 +177,11 @@ fn signer(a: &AuthArgs) -> Result<Signer> {
     match (&a.pin, &a.pin_in_sms) {
         (Some(p), None) => Ok(Signer::Token(pin_arg("--pin", p)?)),
         (None, Some(p)) => {
-            messages::check_pin(p).map_err(|e| Error::arg("--pin-in-sms", e.to_string()))?;
-            Ok(Signer::Pin(p.clone()))
+            // As every PIN option: `-` reads it from stdin, `env:NAME` from the environment,
+            // so it need not sit in the process list.
+            let p = crate::cli::secret_arg("--pin-in-sms", p)?;
+            messages::check_pin(&p).map_err(|e| Error::arg("--pin-in-sms", e.to_string()))?;
+            Ok(Signer::Pin(p))
         }
         _ => Err(Error::arg(
             "--pin",
