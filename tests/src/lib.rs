@@ -536,6 +536,39 @@ pub fn port_open(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
+/// A long-running `simlab` (a server, the virtual SMS network) with stdout and stderr in files
+/// of this test process's temporary directory: started, then waited for (at most 30 s) until
+/// its first stdout line — the JSON start line servers print once they are ready. Returns the
+/// process, that line parsed, and the stderr log's path.
+pub fn spawn_started(name: &str, args: &[String]) -> (Process, serde_json::Value, PathBuf) {
+    let out = temp_path(&format!("{name}.out"));
+    let log = temp_path(&format!("{name}.log"));
+    let mut cmd = Command::new(simlab_bin());
+    cmd.args(args)
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let mut p = Process::spawn(name, &mut cmd);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let got = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some((line, _)) = got.split_once('\n') {
+            break line.to_string();
+        }
+        if let Some(status) = p.try_wait() {
+            panic!(
+                "{name} exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "{name}: no start line");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let v = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{name}: {line:?}: {e}"));
+    (p, v, log)
+}
+
 /// Runs `simlab` with a deadline: a run that has not finished after `timeout` is killed and
 /// fails the test, so a hung modem conversation cannot hang the suite.
 pub fn simlab_timeout(args: &[&str], timeout: Duration) -> Output {

@@ -4,10 +4,10 @@
 //! numbers and lost messages, delays hold messages, and bad input is exit 2.
 
 use serde_json::Value;
-use simlab_hil::{Process, gammu, require, simlab_bin, simlab_timeout, temp_path, text};
+use simlab_hil::{Process, gammu, require, simlab_timeout, temp_path, text};
 use simlab_modem::backend::{AtBackend, SendOptions, SmsBackend};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 const A: &str = "+491711000001";
@@ -26,42 +26,19 @@ struct Net {
 impl Net {
     /// `phones` and `nodes` are (link name, spec after `LINK=`); `extra` more arguments.
     fn start(name: &str, phones: &[(&str, &str)], nodes: &[(&str, &str)], extra: &[&str]) -> Net {
-        let mut cmd = Command::new(simlab_bin());
-        cmd.args(["--json", "emulate", "smsc"]);
+        let mut args: Vec<String> = ["--json", "emulate", "smsc"].map(String::from).to_vec();
         let mut links = Vec::new();
         for (flag, list) in [("--phone", phones), ("--node", nodes)] {
             for (link, spec) in list {
                 let path = temp_path(&format!("{name}-{link}"));
-                cmd.arg(flag).arg(format!("{}={spec}", path.display()));
+                args.push(flag.to_string());
+                args.push(format!("{}={spec}", path.display()));
                 links.push(path);
             }
         }
-        let log = temp_path(&format!("{name}-smsc.log"));
-        let out = temp_path(&format!("{name}-smsc.out"));
-        cmd.args(extra)
-            .current_dir(simlab_hil::workspace_root())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).expect("stdout file"))
-            .stderr(std::fs::File::create(&log).expect("log"));
-        let mut process = Process::spawn("simlab emulate smsc", &mut cmd);
+        args.extend(extra.iter().map(|s| s.to_string()));
         // One JSON line on stdout once every modem is up.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let line = loop {
-            let got = std::fs::read_to_string(&out).unwrap_or_default();
-            if let Some((line, _)) = got.split_once('\n') {
-                break line.to_string();
-            }
-            if let Some(status) = process.try_wait() {
-                panic!(
-                    "simlab emulate smsc exited ({status}): {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "no start line");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let started: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("start line {line:?}: {e}"));
+        let (process, started, log) = simlab_hil::spawn_started(&format!("{name}-smsc"), &args);
         Net {
             process,
             links,

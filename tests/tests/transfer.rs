@@ -9,7 +9,7 @@ use serde_json::Value;
 use simlab_hil::postgres::Postgres;
 use simlab_hil::{Process, gammu, profile, require, simlab_bin, simlab_timeout, temp_path, text};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const A: &str = "+491711000001";
@@ -37,36 +37,6 @@ fn shows_pin(logs: &str, pin: &str) -> bool {
         !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
     });
     alone || logs.to_ascii_lowercase().contains(&hex)
-}
-
-/// A child with its stdout in a file; waits for its first line (the JSON start line).
-fn spawn(name: &str, args: &[String]) -> (Process, Value, PathBuf) {
-    let out = temp_path(&format!("{name}.out"));
-    let log = temp_path(&format!("{name}.log"));
-    let mut cmd = Command::new(simlab_bin());
-    cmd.args(args)
-        .current_dir(simlab_hil::workspace_root())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).expect("stdout file"))
-        .stderr(std::fs::File::create(&log).expect("log file"));
-    let mut p = Process::spawn(name, &mut cmd);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let line = loop {
-        let got = std::fs::read_to_string(&out).unwrap_or_default();
-        if let Some((line, _)) = got.split_once('\n') {
-            break line.to_string();
-        }
-        if let Some(status) = p.try_wait() {
-            panic!(
-                "{name} exited ({status}): {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "{name}: no start line");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let v = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{name}: {line:?}: {e}"));
-    (p, v, log)
 }
 
 fn ok(args: &[&str]) -> Value {
@@ -336,7 +306,8 @@ impl Lab {
         self.starts += 1;
         let mut args = self.serve[op - 1].clone();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let (p, started, log) = spawn(&format!("{}-op{op}-{}", self.name, self.starts), &args);
+        let (p, started, log) =
+            simlab_hil::spawn_started(&format!("{}-op{op}-{}", self.name, self.starts), &args);
         assert_eq!(started["name"], format!("OP{op}"));
         if self.ops.len() < op {
             self.ops.push(p);
@@ -386,7 +357,7 @@ fn lab_with(name: &str, setup: Setup) -> Lab {
     }
     let ports = [free_port(), free_port()];
     let links: Vec<String> = ["a", "b", "c", "sn1", "sn2"].iter().map(|l| d(l)).collect();
-    let (smsc, _, smsc_log) = spawn(
+    let (smsc, _, smsc_log) = simlab_hil::spawn_started(
         &format!("{name}-smsc"),
         &[
             "--json".into(),

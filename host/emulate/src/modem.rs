@@ -1939,20 +1939,7 @@ impl VirtualModem {
             }
         }
         if submit.status_report_request {
-            let ts = now_timestamp();
-            let report = StatusReport {
-                more_messages_to_send: false,
-                loop_prevention: false,
-                about_command: false,
-                message_reference: mr,
-                recipient: submit.destination.clone(),
-                service_centre_timestamp: ts,
-                discharge_time: ts,
-                status: Status::from_octet(faults.report_status.unwrap_or(0)),
-                protocol_identifier: None,
-                dcs: None,
-                user_data: None,
-            };
+            let report = report_now(&submit, mr, faults.report_status.unwrap_or(0));
             match report.encode(sc.as_ref()) {
                 Ok(p) => self.pending.push((
                     now + REPORT_DELAY,
@@ -2278,6 +2265,26 @@ fn now_civil() -> (i64, u32, u32, u64) {
 }
 
 /// The current UTC time as a TP-SCTS.
+/// The STATUS-REPORT a service centre sends for `submit` (TP-MR `mr`) with TP-ST `status`
+/// (0: delivered), received and discharged now: the virtual modem's own and the virtual
+/// network's.
+pub(crate) fn report_now(submit: &simlab_sms::Submit, mr: u8, status: u8) -> StatusReport {
+    let ts = now_timestamp();
+    StatusReport {
+        more_messages_to_send: false,
+        loop_prevention: false,
+        about_command: false,
+        message_reference: mr,
+        recipient: submit.destination.clone(),
+        service_centre_timestamp: ts,
+        discharge_time: ts,
+        status: Status::from_octet(status),
+        protocol_identifier: None,
+        dcs: None,
+        user_data: None,
+    }
+}
+
 pub(crate) fn now_timestamp() -> Timestamp {
     let (y, m, d, s) = now_civil();
     Timestamp::new(

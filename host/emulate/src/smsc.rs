@@ -19,7 +19,7 @@
 //! counts apply per part. Events carry numbers, TP-PID, lengths and TP-MR, never bodies.
 
 use crate::modem::{Network, NetworkDelivery, now_timestamp};
-use simlab_sms::{Address, Deliver, Status, StatusReport, Submit};
+use simlab_sms::{Address, Deliver, Submit};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -273,20 +273,7 @@ impl Router {
         if !submit.status_report_request {
             return;
         }
-        let ts = now_timestamp();
-        let report = StatusReport {
-            more_messages_to_send: false,
-            loop_prevention: false,
-            about_command: false,
-            message_reference: mr,
-            recipient: submit.destination.clone(),
-            service_centre_timestamp: ts,
-            discharge_time: ts,
-            status: Status::from_octet(status),
-            protocol_identifier: None,
-            dcs: None,
-            user_data: None,
-        };
+        let report = crate::modem::report_now(submit, mr, status);
         match report.encode(Some(&self.config.smsc)) {
             Ok(p) => self.schedule(
                 at,

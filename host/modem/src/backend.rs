@@ -288,6 +288,25 @@ pub struct NullBackend {
     pub sent: usize,
 }
 
+impl NullBackend {
+    /// A send that goes nowhere. Encoded all the same, so a body the modem would refuse is
+    /// refused here too, and the receipt counts the parts a modem would have sent.
+    fn pretend<P>(
+        &mut self,
+        options: &SendOptions,
+        encode: impl FnOnce(&SubmitOptions) -> Result<Vec<P>, simlab_sms::Error>,
+    ) -> Result<Receipt, BackendError> {
+        let (submit, validity) = submit_options(options, 0)?;
+        let parts = encode(&submit).map_err(BackendError::Encode)?;
+        self.sent += 1;
+        Ok(Receipt {
+            parts: parts.len(),
+            references: Vec::new(),
+            validity_seconds: validity.and_then(|v| v.duration()).map(|d| d.as_secs()),
+        })
+    }
+}
+
 impl SmsBackend for NullBackend {
     fn send(
         &mut self,
@@ -295,15 +314,7 @@ impl SmsBackend for NullBackend {
         body: &str,
         options: &SendOptions,
     ) -> Result<Receipt, BackendError> {
-        // Encoded all the same, so a body the modem would refuse is refused here too.
-        let (submit, validity) = submit_options(options, 0)?;
-        let parts = simlab_sms::encode_text(to, body, &submit).map_err(BackendError::Encode)?;
-        self.sent += 1;
-        Ok(Receipt {
-            parts: parts.len(),
-            references: Vec::new(),
-            validity_seconds: validity.and_then(|v| v.duration()).map(|d| d.as_secs()),
-        })
+        self.pretend(options, |submit| simlab_sms::encode_text(to, body, submit))
     }
 
     fn send_data(
@@ -312,13 +323,8 @@ impl SmsBackend for NullBackend {
         data: &[u8],
         options: &SendOptions,
     ) -> Result<Receipt, BackendError> {
-        let (submit, validity) = submit_options(options, 0)?;
-        let parts = simlab_sms::encode_binary(to, data, &submit).map_err(BackendError::Encode)?;
-        self.sent += 1;
-        Ok(Receipt {
-            parts: parts.len(),
-            references: Vec::new(),
-            validity_seconds: validity.and_then(|v| v.duration()).map(|d| d.as_secs()),
+        self.pretend(options, |submit| {
+            simlab_sms::encode_binary(to, data, submit)
         })
     }
 

@@ -653,20 +653,7 @@ fn agents(out: &Output, db: &str, all: bool, tref: Option<&str>) -> Result<i32> 
             store.agent(&t).map_err(e)?.into_iter().collect()
         }
         None if all => store.agents(&[], 1000).map_err(e)?,
-        None => store
-            .agents(
-                &[
-                    State::Requested,
-                    State::AwaitingAnswer,
-                    State::Forwarding,
-                    State::Accepted,
-                    State::Prepared,
-                    State::Committing,
-                    State::Aborting,
-                ],
-                1000,
-            )
-            .map_err(e)?,
+        None => store.agents(&State::ACTIVE, 1000).map_err(e)?,
     };
     let mut text = String::new();
     let mut rows = Vec::new();

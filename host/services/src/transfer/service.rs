@@ -595,18 +595,7 @@ impl Operator {
     /// One round of the worker: every agent whose next step is ours.
     pub fn drive(&self) -> Result<(), StoreError> {
         let now = self.now();
-        let active = self.store.agents(
-            &[
-                State::Requested,
-                State::AwaitingAnswer,
-                State::Forwarding,
-                State::Accepted,
-                State::Prepared,
-                State::Committing,
-                State::Aborting,
-            ],
-            200,
-        )?;
+        let active = self.store.agents(&State::ACTIVE, 200)?;
         for agent in active {
             if let Err(e) = self.drive_one(&agent, now) {
                 tracing::warn!(tref = %hex(&agent.tref), state = agent.state.as_str(), error = %e, "step postponed");

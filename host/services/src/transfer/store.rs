@@ -182,6 +182,18 @@ pub enum State {
 }
 
 impl State {
+    /// The states with a next step still to take (the worker's, or the peer's): every other
+    /// one is final.
+    pub const ACTIVE: [State; 7] = [
+        State::Requested,
+        State::AwaitingAnswer,
+        State::Forwarding,
+        State::Accepted,
+        State::Prepared,
+        State::Committing,
+        State::Aborting,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Requested => "requested",
