@@ -5,7 +5,9 @@
 //! and the phones' CLI are the hardware-in-the-loop tests' business.
 
 use simlab_modem::backend::{BackendError, Incoming, Receipt, SendOptions, SmsBackend};
+use simlab_services::bytes::hex;
 use simlab_services::http::Role;
+use simlab_services::http::client::{self, ClientError, Url};
 use simlab_services::http::server::{Background, Limits};
 use simlab_services::http::tls::{ClientTls, Identity, ServerTls};
 use simlab_services::pki::gateway::ca::Ca;
@@ -48,7 +50,9 @@ const B: &str = "+491720000002";
 struct Net {
     op1: Arc<Operator>,
     op2: Arc<Operator>,
-    _servers: Vec<Background>,
+    /// The interconnect CA the operators' peer certificates come from.
+    ca: Ca,
+    servers: Vec<Background>,
 }
 
 fn start(name: &str) -> std::path::PathBuf {
@@ -166,7 +170,8 @@ fn network_with(test: &str, opts: Options) -> Net {
     Net {
         op1,
         op2,
-        _servers: servers,
+        ca,
+        servers,
     }
 }
 
@@ -500,4 +505,44 @@ fn a_peer_that_never_answers_costs_one_timeout_per_round_and_ends_at_the_deadlin
         "{told:?}"
     );
     assert_eq!(balance(&net.op1, A), 1000);
+}
+
+/// Channel 121 at OP2, called with a certificate of `role` named `name` from the interconnect
+/// CA (or with none): the HTTP status of an M2, or `None` when the TLS handshake itself
+/// refused the client.
+fn m2_status(net: &Net, who: Option<(Role, &str)>) -> Option<u16> {
+    let ca = vec![net.ca.certificate().der.clone()];
+    let (role, name) = who.unwrap_or((Role::Peer, "anchors only"));
+    let t = net.ca.issue_tls(role, name, &[], 3600).unwrap();
+    let id = Identity::from_der(t.certificate_der.clone(), t.key_pkcs8_der.to_vec(), ca);
+    let tls = ClientTls {
+        anchors: id.ca.clone(),
+        identity: who.map(|_| id),
+    };
+    let url = Url::parse(&net.servers[1].url())
+        .unwrap()
+        .with_tls_timeout(Some(&tls), Duration::from_secs(5));
+    let body = serde_json::json!({"tref": "0707070707070707", "offer": hex(&order(1))});
+    match client::post_json::<_, serde_json::Value>(&url, "/v1/peer/transfers", &body) {
+        Err(ClientError::Status(e)) => Some(e.status),
+        Err(ClientError::Tls { .. } | ClientError::Io { .. }) => None,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn channel_121_answers_only_the_pinned_peer_certificate() {
+    let net = network("pinning");
+    // OP1's name on a new certificate from the right CA: not the one OP2's table pins.
+    assert_eq!(m2_status(&net, Some((Role::Peer, "OP1"))), Some(403));
+    // A peer certificate of an operator OP2 does not know.
+    assert_eq!(m2_status(&net, Some((Role::Peer, "OP9"))), Some(403));
+    // The right name on a certificate for another role: a gateway's is answered 403, a
+    // server's (no clientAuth usage) does not get past the handshake.
+    assert_eq!(m2_status(&net, Some((Role::Gateway, "OP1"))), Some(403));
+    assert_eq!(m2_status(&net, Some((Role::Server, "OP1"))), None);
+    // No client certificate at all.
+    assert_eq!(m2_status(&net, None), Some(403));
+    no_agents(&net.op2);
+    assert_eq!(net.op2.store().outbox_to(B).unwrap().len(), 0);
 }
